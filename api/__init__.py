@@ -1,0 +1,32 @@
+"""The HTTP front end: a Flask app factory. It validates, records jobs and enqueues; it never scores."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from api import docs, errors, health, jobs, predict
+from api.services import Services
+from core.settings import Settings
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app; ``test_config`` may carry ``SETTINGS`` (a Settings) and Flask options."""
+    app = Flask(__name__)
+    test_config = dict(test_config or {})
+    settings: Settings = test_config.pop("SETTINGS", None) or Settings.from_env()
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        JSON_SORT_KEYS=False,
+        DEBUG=False,
+        PROPAGATE_EXCEPTIONS=False,
+    )
+    app.config.update(test_config)
+    app.extensions["inference"] = Services.build(settings)
+    errors.init_app(app)
+    for module in (health, predict, jobs, docs):
+        app.register_blueprint(module.bp)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return app

@@ -1,0 +1,153 @@
+"""Predictions of a few rows, scored by a worker through the queue."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from api.jobs import OWNER, accepted, predictions_body
+from api.services import services
+from core.errors import BadRequest, ServiceError, Timeout
+from core.features import parse_instances, parse_row
+from core.jobs import Job, JobStatus
+from core.queue import SCORE_INSTANCES
+
+bp = Blueprint("predict", __name__)
+
+
+class ScoringFailed(ServiceError):
+    status = 503
+    code = "scoring_failed"
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", field="body")
+    return body
+
+
+def _submit(rows: list[list[float]]) -> str:
+    svc = services()
+    job_id = svc.jobs.new_id()
+    svc.jobs.put_inputs(job_id, [(0, json.dumps({"instances": rows}).encode())])
+    try:
+        svc.jobs.create(job_id, "predict", OWNER, len(rows), 1)
+        svc.send(SCORE_INSTANCES, [[job_id]])
+    except BaseException:
+        svc.jobs.discard(job_id, 1)
+        raise
+    return job_id
+
+
+def _wait(job_id: str, seconds: float) -> Job | None:
+    svc = services()
+    return svc.jobs.wait(job_id, seconds, svc.blocking)
+
+
+@bp.post("/predict")
+def predict_one():
+    """Score one row and wait for the answer (the original service's call).
+    ---
+    post:
+      tags: [predict]
+      summary: Predict one row (synchronous)
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/PredictRequest"}
+      responses:
+        200:
+          description: The prediction.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Prediction"}
+        400: {$ref: "#/components/responses/Error"}
+        422: {$ref: "#/components/responses/Error"}
+        503: {$ref: "#/components/responses/Error"}
+        504: {$ref: "#/components/responses/Error"}
+    """
+    svc = services()
+    body = _json_body()
+    if "features" not in body:
+        raise BadRequest("the body needs a 'features' field", field="features")
+    row = parse_row(body["features"], svc.manifest().feature_names, "features")
+    job_id = _submit([row])
+    job = _wait(job_id, svc.settings.predict_timeout_seconds)
+    if job is None or not job.status.finished:
+        raise Timeout(
+            f"no answer within {svc.settings.predict_timeout_seconds:g}s; the job goes on",
+            job_id=job_id,
+            status_url=f"/v1/jobs/{job_id}",
+        )
+    if job.status != JobStatus.SUCCEEDED:
+        raise ScoringFailed(f"the prediction {job.status.value}: {job.error}", job_id=job_id)
+    answer = predictions_body(job)["predictions"][0]
+    return jsonify({**answer, "model_version": job.model_version})
+
+
+@bp.post("/v1/predict")
+def predict_many():
+    """Submit rows for scoring; optionally wait for the answer.
+    ---
+    post:
+      tags: [predict]
+      summary: Predict instances (asynchronous, or wait up to ?wait= seconds)
+      parameters:
+        - in: query
+          name: wait
+          required: false
+          description: Seconds to wait for the answer (capped by MAX_WAIT_SECONDS).
+          schema: {type: number, minimum: 0}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/InstancesRequest"}
+      responses:
+        200:
+          description: Finished within ?wait=.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Predictions"}
+        202:
+          description: Queued; poll status_url.
+          headers:
+            Location: {schema: {type: string}, description: The job's status URL.}
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Accepted"}
+        400: {$ref: "#/components/responses/Error"}
+        413: {$ref: "#/components/responses/Error"}
+        422: {$ref: "#/components/responses/Error"}
+        503: {$ref: "#/components/responses/Error"}
+    """
+    svc = services()
+    wait = _wait_seconds()
+    body = _json_body()
+    if "instances" not in body:
+        raise BadRequest("the body needs an 'instances' field", field="instances")
+    features = svc.manifest().feature_names
+    matrix = parse_instances(body["instances"], features, svc.settings.max_instances)
+    job_id = _submit(matrix.tolist())
+    if wait > 0:
+        job = _wait(job_id, wait)
+        if job is not None and job.status.finished:
+            return jsonify(predictions_body(job))
+    return accepted(job_id)
+
+
+def _wait_seconds() -> float:
+    raw = request.args.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise BadRequest(f"wait must be a number of seconds, not {raw[:20]!r}", field="wait") from None
+    if not seconds >= 0:  # also refuses NaN
+        raise BadRequest("wait must be zero or more seconds", field="wait")
+    return min(seconds, services().settings.max_wait_seconds)

@@ -1,0 +1,70 @@
+"""What the API's views use, built once per app: Redis clients, the job store, the queue."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import redis
+from celery import Celery
+from flask import current_app
+
+from core.connection import connect
+from core.errors import Unavailable
+from core.jobs import JobStore
+from core.queue import PUBLISH_RETRY, make_celery
+from core.registry import Manifest
+from core.settings import Settings
+from core.workers import Presence
+
+#: How long the API trusts the model manifest it read from Redis.
+MANIFEST_CACHE_SECONDS = 2.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: redis.Redis
+    blocking: redis.Redis  # for BLPOP waits longer than the normal read timeout
+    jobs: JobStore
+    presence: Presence
+    celery: Celery
+    _manifest: tuple[float, Manifest | None] = (0.0, None)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        client = connect(settings)
+        blocking = connect(settings, read_timeout=settings.max_wait_seconds + 5)
+        return cls(
+            settings=settings,
+            redis=client,
+            blocking=blocking,
+            jobs=JobStore(client, settings),
+            presence=Presence(client, settings),
+            celery=make_celery(settings),
+        )
+
+    def manifest(self) -> Manifest:
+        """The manifest of the model the workers serve. :raises Unavailable: if none has loaded."""
+        at, cached = self._manifest
+        if cached is None or time.monotonic() - at > MANIFEST_CACHE_SECONDS:
+            cached = self.presence.manifest()
+            with self._lock:
+                self._manifest = (time.monotonic(), cached)
+        if cached is None:
+            raise Unavailable(
+                f"no worker has loaded model {self.settings.model_name!r} yet; start a worker"
+            )
+        return cached
+
+    def send(self, task: str, arglists: list[list]) -> None:
+        """Publish tasks on one connection; bounded retries so a dead Redis is a 503 in seconds."""
+        with self.celery.producer_or_acquire() as producer:
+            for args in arglists:
+                self.celery.send_task(task, args=args, producer=producer, retry_policy=PUBLISH_RETRY)
+
+
+def services() -> Services:
+    return current_app.extensions["inference"]

@@ -1,0 +1,225 @@
+"""CSV as people export it: split an upload into chunks of rows, parse a chunk, write scored rows.
+
+The API splits (it sees the bytes once, as they arrive); the worker parses and writes. Both agree
+on a ``Layout``: the header row (or none) and where the model's features sit in it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.errors import BadRequest, PayloadTooLarge, Unprocessable
+from core.features import normalize_name, parse_value
+
+BOM = b"\xef\xbb\xbf"
+#: Characters that make a spreadsheet treat a cell as a formula (OWASP: CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each feature sits in a row, and which other columns pass through to the result."""
+
+    columns: list[str] | None  # the header row as given; None when the file has none
+    width: int
+    feature_pos: list[int]
+    passthrough_pos: list[int]
+
+    @classmethod
+    def build(cls, columns: list[str] | None, width: int, feature_names: Sequence[str]) -> Layout:
+        """:raises Unprocessable: when a header lacks (or repeats) a feature column."""
+        if columns is None:
+            if width != len(feature_names):
+                raise Unprocessable(
+                    f"the file has no header row and {width} columns; without a header the "
+                    f"columns must be the model's {len(feature_names)} features in order "
+                    f"({', '.join(feature_names)}), or add a header row naming them",
+                    field="header",
+                )
+            return cls(None, width, list(range(width)), [])
+        names = [normalize_name(c) for c in columns]
+        positions = []
+        missing = []
+        for feature in feature_names:
+            key = normalize_name(feature)
+            found = [i for i, n in enumerate(names) if n == key]
+            if len(found) > 1:
+                raise Unprocessable(f"the header names {feature} {len(found)} times", field=feature)
+            if not found:
+                missing.append(feature)
+            else:
+                positions.append(found[0])
+        if missing:
+            raise Unprocessable(
+                f"the header row has no column for {', '.join(missing)} "
+                f"(found: {', '.join(columns) or 'nothing'})",
+                field="header",
+                missing_columns=missing,
+            )
+        passthrough = [i for i in range(width) if i not in positions]
+        return cls(list(columns), width, positions, passthrough)
+
+    def to_json(self) -> dict:
+        return {"columns": self.columns, "width": self.width}
+
+    @classmethod
+    def from_json(cls, data: dict, feature_names: Sequence[str]) -> Layout:
+        return cls.build(data["columns"], data["width"], feature_names)
+
+    def output_header(self, feature_names: Sequence[str], class_names: Sequence[str]) -> list[str]:
+        passthrough = [self.columns[i] for i in self.passthrough_pos] if self.columns else []
+        return [*passthrough, *feature_names, "prediction", *(f"proba_{c}" for c in class_names)]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int
+    first_row: int  # 1-based data row number of the chunk's first row
+    rows: int
+    data: bytes  # the rows, each ending in "\n", without the header
+
+
+def _parse_record(record: bytes, row: int | str) -> list[str]:
+    try:
+        text = record.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"row {row} is not valid UTF-8", field=f"row {row}") from None
+    return next(csv.reader([text]), [])
+
+
+def iter_records(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """Join physical lines into CSV records: a newline inside quotes does not end a record."""
+    pending: list[bytes] = []
+    in_quotes = False
+    for line in lines:
+        if line.count(b'"') % 2:
+            in_quotes = not in_quotes
+        if in_quotes:
+            pending.append(line)
+            continue
+        if pending:
+            pending.append(line)
+            line = b"".join(pending)
+            pending = []
+        yield line
+    if pending:
+        yield b"".join(pending)
+
+
+def _normalized(record: bytes) -> bytes:
+    return record.rstrip(b"\r\n") + b"\n"
+
+
+def split_upload(
+    lines: Iterable[bytes],
+    feature_names: Sequence[str],
+    chunk_rows: int,
+    max_rows: int,
+) -> tuple[Layout, Iterator[Chunk]]:
+    """Read the header (or first row) now; yield chunks of ``chunk_rows`` rows as they are read.
+
+    :raises BadRequest, Unprocessable: for an empty file or one without usable feature columns
+        (at once); PayloadTooLarge past ``max_rows`` rows (while iterating).
+    """
+    records = (r for r in iter_records(lines) if r.strip())
+    first = next(records, None)
+    if first is None:
+        raise BadRequest("the file has no rows", field="file")
+    if first.startswith(BOM):
+        first = first[len(BOM) :]
+    fields = _parse_record(first, 1)
+    wanted = {normalize_name(f) for f in feature_names}
+    is_header = any(normalize_name(f) in wanted for f in fields) or any(
+        isinstance(parse_value(f), str) for f in fields
+    )
+    layout = Layout.build(fields if is_header else None, len(fields), feature_names)
+    leading = [] if is_header else [_normalized(first)]
+
+    def chunks() -> Iterator[Chunk]:
+        buffer: list[bytes] = list(leading)
+        index = 0
+        first_row = 1
+        total = len(buffer)
+        for record in records:
+            buffer.append(_normalized(record))
+            total += 1
+            if total > max_rows:
+                raise PayloadTooLarge(f"the file has more than {max_rows} rows", field="file")
+            if len(buffer) >= chunk_rows:
+                yield Chunk(index, first_row, len(buffer), b"".join(buffer))
+                index += 1
+                first_row += len(buffer)
+                buffer = []
+        if buffer:
+            yield Chunk(index, first_row, len(buffer), b"".join(buffer))
+
+    return layout, chunks()
+
+
+@dataclass
+class ParsedChunk:
+    features: np.ndarray  # (rows scored, features)
+    kept: list[list[str]]  # the fields of each row that will be scored
+    errors: list[tuple[int, str]]  # (data row number, why it is not scored)
+
+
+def parse_chunk(
+    data: bytes, layout: Layout, feature_names: Sequence[str], first_row: int
+) -> ParsedChunk:
+    """Parse a chunk's rows; a row that cannot be scored goes to ``errors`` with its reason."""
+    text = data.decode("utf-8", errors="replace")
+    kept: list[list[str]] = []
+    values: list[list[float]] = []
+    errors: list[tuple[int, str]] = []
+    for offset, fields in enumerate(csv.reader(io.StringIO(text, newline=""))):
+        row = first_row + offset
+        if len(fields) != layout.width:
+            errors.append((row, f"expected {layout.width} columns, found {len(fields)}"))
+            continue
+        parsed = [parse_value(fields[i]) for i in layout.feature_pos]
+        bad = [f"{n} {p}" for n, p in zip(feature_names, parsed, strict=True) if isinstance(p, str)]
+        if bad:
+            errors.append((row, "; ".join(bad)))
+            continue
+        kept.append(fields)
+        values.append(parsed)  # type: ignore[arg-type]
+    matrix = np.asarray(values, dtype=np.float64).reshape(len(values), len(feature_names))
+    return ParsedChunk(matrix, kept, errors)
+
+
+def escape_cell(value: str) -> str:
+    """Keep a spreadsheet from running a pass-through cell as a formula (numbers stay as they are)."""
+    if value.startswith(FORMULA_START) and isinstance(parse_value(value), str):
+        return "'" + value
+    return value
+
+
+def write_rows(rows: Iterable[Sequence[object]]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue().encode("utf-8")
+
+
+def format_scored(
+    parsed: ParsedChunk,
+    layout: Layout,
+    class_names: Sequence[str],
+    class_ids: np.ndarray,
+    probabilities: np.ndarray,
+) -> bytes:
+    """The result rows of one chunk: pass-through columns, features, prediction, probabilities."""
+    rows = []
+    for fields, ids, probs in zip(parsed.kept, class_ids, probabilities, strict=True):
+        passthrough = [escape_cell(fields[i]) for i in layout.passthrough_pos]
+        features = [fields[i].strip() for i in layout.feature_pos]
+        rows.append([*passthrough, *features, class_names[ids], *(f"{p:.6f}" for p in probs)])
+    return write_rows(rows)
+
+
+def format_errors(errors: Iterable[tuple[int, str]]) -> bytes:
+    return write_rows(errors)

@@ -1,0 +1,261 @@
+"""Jobs are the service's own records in Redis, not Celery results.
+
+Keys, all under ``<prefix>:job:<id>`` and all expiring with the job:
+  (hash)        the record: kind, status, owner, counters, timestamps, model, error, layout
+  :in:<n>       a chunk's input rows, deleted once the chunk is done
+  :out:<n>      a chunk's scored rows (CSV, or JSON for a prediction job)
+  :err:<n>      a chunk's "row,error" lines
+  :done         set of finished chunk numbers: a chunk counts once however often it runs
+  :tries        hash chunk -> deliveries, for the redelivery cap
+  :notify       a list pushed once when the job ends, for clients that wait
+Each transition is one Lua script, so it is atomic and one round trip.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+
+import redis
+
+from core.settings import Settings
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    kind: str
+    status: JobStatus
+    owner: str
+    rows_total: int
+    rows_done: int
+    rows_failed: int
+    chunks_total: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    model_name: str | None
+    model_version: str | None
+    error: str | None
+    layout: str | None
+
+    @classmethod
+    def from_hash(cls, job_id: str, h: dict[bytes, bytes]) -> Job:
+        s = {k.decode(): v.decode() for k, v in h.items()}
+        return cls(
+            id=job_id,
+            kind=s["kind"],
+            status=JobStatus(s["status"]),
+            owner=s.get("owner", ""),
+            rows_total=int(s.get("rows_total", 0)),
+            rows_done=int(s.get("rows_done", 0)),
+            rows_failed=int(s.get("rows_failed", 0)),
+            chunks_total=int(s.get("chunks_total", 0)),
+            created_at=s["created_at"],
+            started_at=s.get("started_at") or None,
+            finished_at=s.get("finished_at") or None,
+            model_name=s.get("model_name") or None,
+            model_version=s.get("model_version") or None,
+            error=s.get("error") or None,
+            layout=s.get("layout") or None,
+        )
+
+
+# KEYS: job, tries, in.  ARGV: chunk, now.
+# -> {status, deliveries, layout, input} or {"gone"}
+_BEGIN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
+local tries = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'queued' then
+  status = 'running'
+  redis.call('HSET', KEYS[1], 'status', status, 'started_at', ARGV[2])
+end
+return {status, tries, redis.call('HGET', KEYS[1], 'layout') or '',
+        redis.call('GET', KEYS[3]) or false}
+"""
+
+# KEYS: job, done, out, err, in, notify.
+# ARGV: chunk, out, err, rows ok, rows failed, now, model name, model version, chunk failure.
+# -> 'gone' | 'duplicate' | 'counted' | the job's final status when this chunk was the last.
+_FINISH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 'duplicate' end
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('PEXPIRE', KEYS[2], ttl)
+if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'PX', ttl) end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[4], ARGV[3], 'PX', ttl) end
+redis.call('DEL', KEYS[5])
+redis.call('HINCRBY', KEYS[1], 'rows_done', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'rows_failed', ARGV[5])
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'model_name', ARGV[7], 'model_version', ARGV[8]) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[9]) end
+if redis.call('SCARD', KEYS[2]) < tonumber(redis.call('HGET', KEYS[1], 'chunks_total')) then
+  return 'counted'
+end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'queued' or status == 'running' then
+  if redis.call('HEXISTS', KEYS[1], 'error') == 1 then status = 'failed' else status = 'succeeded' end
+  redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[6])
+  redis.call('RPUSH', KEYS[6], status)
+  redis.call('PEXPIRE', KEYS[6], ttl)
+end
+return status
+"""
+
+# KEYS: job, notify.  ARGV: now.  -> the status after the call, or 'gone'.
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'gone' end
+if status == 'queued' or status == 'running' then
+  status = 'cancelled'
+  redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[1])
+  redis.call('RPUSH', KEYS[2], status)
+  redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
+end
+return status
+"""
+
+
+@dataclass(frozen=True)
+class ChunkStart:
+    status: JobStatus
+    deliveries: int
+    layout: str
+    data: bytes | None
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.r = client
+        self.settings = settings
+        self.ttl = settings.job_ttl_seconds
+        self._begin = client.register_script(_BEGIN)
+        self._finish = client.register_script(_FINISH)
+        self._cancel = client.register_script(_CANCEL)
+
+    def key(self, job_id: str, *parts: object) -> str:
+        return ":".join([self.settings.key_prefix, "job", job_id, *map(str, parts)])
+
+    @staticmethod
+    def new_id() -> str:
+        return str(uuid.uuid4())
+
+    def put_inputs(self, job_id: str, chunks: list[tuple[int, bytes]]) -> None:
+        """Store chunk inputs (before the record exists; they expire with the job's TTL)."""
+        pipe = self.r.pipeline(transaction=False)
+        for index, data in chunks:
+            pipe.set(self.key(job_id, "in", index), data, ex=self.ttl)
+        pipe.execute()
+
+    def create(
+        self,
+        job_id: str,
+        kind: str,
+        owner: str,
+        rows_total: int,
+        chunks_total: int,
+        layout: str = "",
+    ) -> None:
+        record = {
+            "kind": kind,
+            "status": JobStatus.QUEUED.value,
+            "owner": owner,
+            "rows_total": rows_total,
+            "rows_done": 0,
+            "rows_failed": 0,
+            "chunks_total": chunks_total,
+            "created_at": now_iso(),
+            "layout": layout,
+        }
+        pipe = self.r.pipeline()
+        pipe.hset(self.key(job_id), mapping=record)
+        pipe.expire(self.key(job_id), self.ttl)
+        pipe.execute()
+
+    def discard(self, job_id: str, chunks_total: int) -> None:
+        """Remove everything of a job that could not be enqueued."""
+        keys = [self.key(job_id, "in", n) for n in range(chunks_total)]
+        for suffix in ("", "done", "tries", "notify"):
+            keys.append(self.key(job_id, suffix) if suffix else self.key(job_id))
+        self.r.delete(*keys)
+
+    def get(self, job_id: str) -> Job | None:
+        data = self.r.hgetall(self.key(job_id))
+        return Job.from_hash(job_id, data) if data else None
+
+    def begin_chunk(self, job_id: str, chunk: int) -> ChunkStart | None:
+        """Count a delivery of ``chunk`` and mark the job running; None if the job is gone."""
+        keys = [self.key(job_id), self.key(job_id, "tries"), self.key(job_id, "in", chunk)]
+        res = self._begin(keys=keys, args=[chunk, now_iso()])
+        if res[0] == b"gone":
+            return None
+        return ChunkStart(JobStatus(res[0].decode()), int(res[1]), res[2].decode(), res[3])
+
+    def finish_chunk(
+        self,
+        job_id: str,
+        chunk: int,
+        output: bytes,
+        errors: bytes,
+        rows_ok: int,
+        rows_failed: int,
+        model: tuple[str, str] | None = None,
+        failure: str = "",
+    ) -> str:
+        """Store a chunk's output and count it done, once; the last chunk ends the job."""
+        keys = [
+            self.key(job_id),
+            self.key(job_id, "done"),
+            self.key(job_id, "out", chunk),
+            self.key(job_id, "err", chunk),
+            self.key(job_id, "in", chunk),
+            self.key(job_id, "notify"),
+        ]
+        name, version = model or ("", "")
+        args = [chunk, output, errors, rows_ok, rows_failed, now_iso(), name, version, failure]
+        return self._finish(keys=keys, args=args).decode()
+
+    def cancel(self, job_id: str) -> str:
+        res = self._cancel(keys=[self.key(job_id), self.key(job_id, "notify")], args=[now_iso()])
+        return res.decode()
+
+    def wait(self, job_id: str, timeout: float, blocking: redis.Redis) -> Job | None:
+        """Block until the job ends or ``timeout`` passes; return the record as it then is."""
+        job = self.get(job_id)
+        if job is None or job.status.finished or timeout <= 0:
+            return job
+        notify = self.key(job_id, "notify")
+        got = blocking.blpop([notify], timeout=timeout)
+        if got is not None:
+            # Put the signal back for any other client waiting on the same job.
+            blocking.rpush(notify, got[1])
+        return self.get(job_id)
+
+    def iter_parts(self, job_id: str, part: str, chunks: int, batch: int = 32) -> Iterator[bytes]:
+        """Each chunk's stored ``out`` or ``err`` bytes, in chunk order, a few GETs per trip."""
+        for start in range(0, chunks, batch):
+            keys = [self.key(job_id, part, n) for n in range(start, min(chunks, start + batch))]
+            for value in self.r.mget(keys):
+                if value:
+                    yield value

@@ -1,0 +1,104 @@
+"""`make run`: Redis (bundled unless REDIS_URL is set), a Celery worker and the API, in the foreground.
+
+Trains and registers the Iris model first if none is registered. Ctrl-C or SIGTERM stops all.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from core.embedded_redis import EmbeddedRedis
+from core.registry import active_version
+from core.settings import Settings
+
+BIN = Path(sys.executable).parent
+
+
+def commands(settings: Settings) -> dict[str, list[str]]:
+    """The command line of each service, as docker-compose.yml runs them too."""
+    return {
+        "worker": [
+            str(BIN / "celery"), "-A", "worker.celery_app", "worker",
+            "-Q", "predict,batch", "--loglevel", "INFO", "-P", "prefork",
+            *(["--concurrency", str(settings.worker_concurrency)] if settings.worker_concurrency else []),
+        ],
+        "api": [str(BIN / "gunicorn"), "-c", "api/gunicorn_conf.py", "api.wsgi:app"],
+    }  # fmt: skip
+
+
+def _wait_ready(url: str, procs: dict[str, subprocess.Popen], stopping, timeout: float = 120) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stopping():
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                print(f"{name} exited with {proc.returncode}", file=sys.stderr)
+                return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    if not active_version(settings.model_registry, settings.model_name):
+        subprocess.run([sys.executable, "-m", "training.train", "--if-missing"], check=True)
+    redis_server = None
+    if not os.environ.get("REDIS_URL"):
+        redis_server = EmbeddedRedis(data_dir=None).start()
+        settings = Settings.from_env(redis_url=redis_server.url)
+        print(f"started the bundled Redis at {redis_server.url}")
+    env = {**os.environ, **settings.env()}
+    procs: dict[str, subprocess.Popen] = {}
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code = 0
+    try:
+        for name, cmd in commands(settings).items():
+            procs[name] = subprocess.Popen(cmd, env=env)
+        base = f"http://{settings.host}:{settings.port}"
+        if _wait_ready(base + "/readyz", procs, lambda: stopping):
+            print(f"\nready: API {base}  (docs {base}/docs, health {base}/health)\n", flush=True)
+        elif not stopping:
+            print("the stack did not become ready; see the messages above", file=sys.stderr)
+            code = 1
+            stopping = True
+        while not stopping:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; stopping", file=sys.stderr)
+                    code, stopping = 1, True
+            time.sleep(0.5)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if redis_server is not None:
+            redis_server.cleanup()
+        print("stopped", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

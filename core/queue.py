@@ -1,0 +1,58 @@
+"""The Celery app both sides use: the API sends tasks by name, the worker registers them.
+
+Celery is the transport only; jobs live in the job store. The settings here are the defaults
+DESIGN.md argues for: JSON only, late acks, prefetch 1, bounded publish retries.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from core.settings import Settings
+
+SCORE_CHUNK = "worker.score_chunk"
+SCORE_INSTANCES = "worker.score_instances"
+BATCH_QUEUE = "batch"
+PREDICT_QUEUE = "predict"
+QUEUES = (PREDICT_QUEUE, BATCH_QUEUE)
+
+#: How long a publish may retry before the API answers 503.
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("queue_inference", broker=settings.redis_url, set_as_current=False)
+    timeout = settings.redis_timeout
+    app.conf.update(
+        # Pickle on the wire is remote code execution: accept JSON and nothing else.
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_accept_content=["json"],
+        # Results live in the job store; the Celery result backend stays off.
+        task_ignore_result=True,
+        # A task is acknowledged after it ran, and requeued if its process dies; the job
+        # store caps how often one chunk may come back (see worker.tasks).
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=settings.task_time_limit_seconds,
+        task_soft_time_limit=max(1, settings.task_time_limit_seconds - 10),
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            "socket_connect_timeout": timeout,
+            "socket_timeout": timeout * 2,
+            "max_retries": 1,
+        },
+        task_publish_retry=True,
+        task_publish_retry_policy=PUBLISH_RETRY,
+        task_default_queue=BATCH_QUEUE,
+        task_routes={SCORE_CHUNK: {"queue": BATCH_QUEUE}, SCORE_INSTANCES: {"queue": PREDICT_QUEUE}},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+    )
+    return app

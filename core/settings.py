@@ -1,0 +1,82 @@
+"""One typed settings object, read from the environment in one place.
+
+Every other module takes a ``Settings`` instead of reading ``os.environ`` itself, so tests build
+the service with their own values and docker-compose.yml documents the same names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+_MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Redis for the broker and the job store.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Seconds to wait for Redis to connect or answer before the API says 503.
+    redis_timeout: float = 2.0
+    #: Folder of registered models: <registry>/<name>/<version>/{model.joblib,manifest.json}.
+    model_registry: str = "models"
+    #: Which registered model the workers serve.
+    model_name: str = "iris"
+    #: Which version of it; empty means the registry's active version.
+    model_version: str = ""
+    #: How long a job and everything it stored live in Redis.
+    job_ttl_seconds: int = 24 * 3600
+    #: Data rows per chunk of a CSV batch; each chunk is one task.
+    chunk_rows: int = 5000
+    #: Largest accepted request body (413 above it).
+    max_upload_bytes: int = 200 * _MiB
+    #: Most data rows one CSV job may hold (413 above it).
+    max_rows_per_job: int = 5_000_000
+    #: Most instances in one /v1/predict request (413 above it).
+    max_instances: int = 1000
+    #: How long POST /predict waits for its answer before 504.
+    predict_timeout_seconds: float = 10.0
+    #: Cap on ?wait= for POST /v1/predict.
+    max_wait_seconds: float = 30.0
+    #: How many times one chunk may be delivered before its rows are failed.
+    max_deliveries: int = 3
+    #: Redis broker visibility timeout: an unacked task is redelivered after this long.
+    visibility_timeout_seconds: int = 3600
+    #: Hard limit on one task; well below the visibility timeout.
+    task_time_limit_seconds: int = 300
+    #: How often each worker process reports that it is alive with its model.
+    heartbeat_seconds: float = 5.0
+    #: A worker not heard from for this long does not count for /readyz.
+    heartbeat_ttl_seconds: float = 20.0
+    #: Address and port the API binds.
+    host: str = "127.0.0.1"
+    port: int = 5000
+    #: gunicorn processes and threads per process.
+    web_concurrency: int = 2
+    api_threads: int = 8
+    #: Worker processes per Celery worker (0: one per core).
+    worker_concurrency: int = 0
+    #: Prefix of every Redis key the service owns.
+    key_prefix: str = "iq"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from environment variables named like the fields, upper-cased."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = environ.get(f.name.upper())
+            if raw is None or raw == "":
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def env(self) -> dict[str, str]:
+        """The settings as environment variables, for starting child processes."""
+        return {f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}

@@ -1,0 +1,40 @@
+"""The module the worker command points at: ``celery -A worker.celery_app worker``."""
+
+from __future__ import annotations
+
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+
+from core.queue import make_celery
+from core.settings import Settings
+from worker import tasks
+from worker.runtime import ModelRuntime
+
+settings = Settings.from_env()
+app = make_celery(settings)
+
+
+def _start_runtime() -> None:
+    runtime = ModelRuntime(settings)
+    tasks.bind(runtime)
+    runtime.start()
+
+
+@worker_process_init.connect
+def _load_in_child(**_: object) -> None:
+    # Each prefork child loads its own model after fork, with its own Redis connections.
+    _start_runtime()
+
+
+@worker_ready.connect
+def _load_in_solo(sender: object = None, **_: object) -> None:
+    # solo and thread pools run tasks in this process: load here instead.
+    if not isinstance(getattr(sender, "pool", None), PreforkPool):
+        _start_runtime()
+
+
+@worker_process_shutdown.connect
+def _leave(**_: object) -> None:
+    runtime = tasks.bound()
+    if runtime is not None:
+        runtime.leave()
