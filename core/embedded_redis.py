@@ -65,6 +65,7 @@ class EmbeddedRedis:
             "--loglevel", "warning",
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert self.proc.stderr is not None
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:
@@ -73,28 +74,26 @@ class EmbeddedRedis:
                 return self
             except redis.ConnectionError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    err = self.proc.stderr.read().decode()
                     self.stop()
                     raise RuntimeError(f"redis-server did not start on {self.port}: {err}") from None
                 time.sleep(0.05)
             finally:
                 client.close()
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+    def stop(self, kill: bool = False) -> None:
+        """Stop the server (SIGTERM; SIGKILL with ``kill``, for tests of a crash)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill() if kill else self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.proc = None
-
-    def kill(self) -> None:
-        """SIGKILL, for tests of a crash."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
         self.proc = None
 
     def cleanup(self) -> None:

@@ -1,0 +1,82 @@
+"""Real service processes for tests: Celery workers and the API as the launcher starts them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from core.launcher import commands
+from core.settings import Settings
+from core.workers import Presence
+from core.connection import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spawn(cmd: list[str], settings: Settings, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a service process in its own session (so a test can kill it and its children);
+    its output goes to a log file (a pipe nobody reads would block it), see ``log_of``."""
+    env = {**os.environ, **settings.env(), **(extra_env or {})}
+    log = tempfile.NamedTemporaryFile(prefix="iq-proc-", suffix=".log", delete=False)
+    with log:
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=ROOT, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+        )
+    proc.log_path = log.name  # type: ignore[attr-defined]
+    return proc
+
+
+def log_of(proc: subprocess.Popen, tail: int = 3000) -> str:
+    return Path(proc.log_path).read_text(errors="replace")[-tail:]  # type: ignore[attr-defined]
+
+
+def start_worker(settings: Settings, concurrency: int = 2, timeout: float = 60) -> subprocess.Popen:
+    """A `celery worker` subprocess; returns once its processes report the model loaded."""
+    cmd = commands(settings)["worker"]
+    cmd = [c for c in cmd if c != "INFO"]
+    cmd[cmd.index("--loglevel")] = "--loglevel=WARNING"
+    cmd += ["--concurrency", str(concurrency), "--without-mingle", "--without-gossip"]
+    proc = spawn(cmd, settings)
+    presence = Presence(connect(settings), settings)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = {b.worker.split(":")[1] for b in presence.live() if b.model_version}
+        children = _children(proc.pid)
+        if children and children <= pids:
+            return proc
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited: {log_of(proc)}")
+        time.sleep(0.1)
+    stop(proc)
+    raise RuntimeError(f"worker did not load its model in time: {log_of(proc)}")
+
+
+def _children(pid: int) -> set[str]:
+    try:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    except OSError:
+        return set()
+    return {p.strip() for p in out.stdout.split() if p.strip()}
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+    finally:
+        Path(proc.log_path).unlink(missing_ok=True)  # type: ignore[attr-defined]
+
+
+PYTHON = sys.executable

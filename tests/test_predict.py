@@ -1,0 +1,134 @@
+"""Single predictions through the queue: the original service's calls and the /v1 API."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import wait_for_job
+
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+VIRGINICA = [6.7, 3.0, 5.2, 2.3]
+
+
+def test_original_health_call(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_original_predict_call(client):
+    response = client.post("/predict", json={"features": SETOSA})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["prediction"] == "setosa"
+    assert body["class_id"] == 0
+    assert set(body["probabilities"]) == {"setosa", "versicolor", "virginica"}
+    assert abs(sum(body["probabilities"].values()) - 1) < 1e-4
+    assert body["probabilities"]["setosa"] > 0.9
+    assert body["model_version"]
+
+
+def test_predict_accepts_features_by_name(client):
+    named = dict(zip(["sepal_length", "sepal_width", "petal_length", "petal_width"], VIRGINICA))
+    body = client.post("/predict", json={"features": named}).get_json()
+    assert body["prediction"] == "virginica"
+
+
+def test_readyz_and_model(client):
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json()["workers"] >= 1
+    manifest = client.get("/v1/model").get_json()
+    assert manifest["feature_names"] == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    assert manifest["class_names"] == ["setosa", "versicolor", "virginica"]
+    assert len(manifest["sha256"]) == 64
+    assert manifest["metrics"]["accuracy"] >= 0.9
+    assert ready.get_json()["model_versions"] == [manifest["version"]]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"features": [5.1, 3.5, 1.4]}, 422, "features"),
+        ({"features": [5.1, "x", 1.4, 0.2]}, 422, "features.sepal_width"),
+        ({"features": [5.1, None, 1.4, 0.2]}, 422, "features.sepal_width"),
+        ({"features": {"sepal_length": 1}}, 422, "features"),
+        ({"features": "5.1,3.5"}, 422, "features"),
+        ({"feature": [1, 2, 3, 4]}, 400, "features"),
+        ([1, 2, 3, 4], 400, "body"),
+    ],
+)
+def test_bad_predict_input_names_the_field(client, body, status, field):
+    response = client.post("/predict", json=body)
+    assert response.status_code == status
+    error = response.get_json()["error"]
+    assert error["field"] == field
+    assert error["message"]
+
+
+def test_not_json_is_400(client):
+    response = client.post("/predict", data="features=1", content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["field"] == "body"
+
+
+def test_v1_predict_queues_and_is_polled_by_id(client):
+    response = client.post("/v1/predict", json={"instances": [SETOSA, VIRGINICA]})
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["status"] == "queued"
+    assert response.headers["Location"] == body["status_url"] == f"/v1/jobs/{body['job_id']}"
+    job = wait_for_job(client, body["job_id"])
+    assert job["status"] == "succeeded" and job["kind"] == "predict"
+    assert job["progress"] == {"rows_total": 2, "rows_done": 2, "rows_failed": 0}
+    assert job["model"]["name"] == "iris" and job["model"]["version"]
+    result = client.get(job["result_url"]).get_json()
+    assert [p["prediction"] for p in result["predictions"]] == ["setosa", "virginica"]
+
+
+def test_v1_predict_wait_answers_in_the_same_call(client):
+    named = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
+    response = client.post("/v1/predict?wait=10", json={"instances": [named, SETOSA]})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "succeeded"
+    assert [p["class_id"] for p in body["predictions"]] == [2, 0]
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "status", "field"),
+    [
+        ("", {"instances": []}, 422, "instances"),
+        ("", {"instances": [SETOSA, [1, 2]]}, 422, "instances[1]"),
+        ("", {"instances": [SETOSA, {"sepal_length": 1, "sepal_width": 1, "petal_length": 1,
+                                     "petal_width": float("inf")}]}, 422, "instances[1].petal_width"),
+        ("?wait=soon", {"instances": [SETOSA]}, 400, "wait"),
+        ("?wait=-1", {"instances": [SETOSA]}, 400, "wait"),
+    ],
+)  # fmt: skip
+def test_bad_v1_predict_input_names_the_field(client, query, body, status, field):
+    response = client.post("/v1/predict" + query, json=body)
+    assert response.status_code == status, response.get_json()
+    assert response.get_json()["error"]["field"] == field
+
+
+def test_too_many_instances_is_413(client, settings):
+    response = client.post("/v1/predict", json={"instances": [SETOSA] * (settings.max_instances + 1)})
+    assert response.status_code == 413
+    assert response.get_json()["error"]["field"] == "instances"
+
+
+@pytest.mark.parametrize("job_id", ["00000000-0000-4000-8000-000000000000", "not-a-uuid"])
+def test_unknown_job_is_404(client, job_id):
+    for path in ("", "/result", "/errors"):
+        response = client.get(f"/v1/jobs/{job_id}{path}")
+        assert response.status_code == 404
+        assert response.get_json()["error"]["code"] == "not_found"
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 404
+
+
+def test_unknown_route_and_method_are_json(client):
+    assert client.get("/nope").get_json()["error"]["code"] == "not_found"
+    response = client.get("/predict")
+    assert response.status_code == 405
+    assert response.get_json()["error"]["code"] == "method_not_allowed"
