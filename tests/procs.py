@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.launcher import commands
+from core.launcher import commands  # noqa: F401  (re-exported for tests)
 from core.settings import Settings
 from core.workers import Presence
 from core.connection import connect
