@@ -6,11 +6,11 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run test train lint tools clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q -r requirements-dev.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 

@@ -20,16 +20,16 @@ from core.settings import Settings
 BIN = Path(sys.executable).parent
 
 
-def commands(settings: Settings) -> dict[str, list[str]]:
-    """The command line of each service, as docker-compose.yml runs them too."""
-    return {
-        "worker": [
-            str(BIN / "celery"), "-A", "worker.celery_app", "worker",
-            "-Q", "predict,batch", "--loglevel", "INFO", "-P", "prefork",
-            *(["--concurrency", str(settings.worker_concurrency)] if settings.worker_concurrency else []),
-        ],
-        "api": [str(BIN / "gunicorn"), "-c", "api/gunicorn_conf.py", "api.wsgi:app"],
-    }  # fmt: skip
+#: Each service's command line; docker-compose.yml runs the same ones (a test holds them equal).
+COMMANDS = {
+    "worker": ["celery", "-A", "worker.celery_app", "worker", "-Q", "predict,batch", "--loglevel", "INFO"],
+    "api": ["gunicorn", "-c", "api/gunicorn_conf.py", "api.wsgi:app"],
+}
+
+
+def local(command: list[str]) -> list[str]:
+    """The command with its program taken from this virtualenv."""
+    return [str(BIN / command[0]), *command[1:]]
 
 
 def _wait_ready(url: str, procs: dict[str, subprocess.Popen], stopping, timeout: float = 120) -> bool:
@@ -70,8 +70,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     code = 0
     try:
-        for name, cmd in commands(settings).items():
-            procs[name] = subprocess.Popen(cmd, env=env)
+        for name, cmd in COMMANDS.items():
+            procs[name] = subprocess.Popen(local(cmd), env=env)
         base = f"http://{settings.host}:{settings.port}"
         if _wait_ready(base + "/readyz", procs, lambda: stopping):
             print(f"\nready: API {base}  (docs {base}/docs, health {base}/health)\n", flush=True)

@@ -36,6 +36,7 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        worker_concurrency=settings.worker_concurrency or None,  # None: one process per core
         task_time_limit=settings.task_time_limit_seconds,
         task_soft_time_limit=max(1, settings.task_time_limit_seconds - 10),
         worker_cancel_long_running_tasks_on_connection_loss=True,

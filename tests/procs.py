@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.launcher import commands  # noqa: F401  (re-exported for tests)
+from core.launcher import COMMANDS, local
 from core.settings import Settings
 from core.workers import Presence
 from core.connection import connect
@@ -18,10 +18,11 @@ from core.connection import connect
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def spawn(cmd: list[str], settings: Settings, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start a service process in its own session (so a test can kill it and its children);
-    its output goes to a log file (a pipe nobody reads would block it), see ``log_of``."""
-    env = {**os.environ, **settings.env(), **(extra_env or {})}
+def spawn(cmd: list[str], settings: Settings | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a service process in its own session (so a test can kill it and its children),
+    configured by ``settings`` or by exactly ``env``; its output goes to a log file (a pipe
+    nobody reads would block it), see ``log_of``."""
+    env = {**os.environ, **(settings.env() if settings else {}), **(env or {})}
     log = tempfile.NamedTemporaryFile(prefix="iq-proc-", suffix=".log", delete=False)
     with log:
         proc = subprocess.Popen(
@@ -37,9 +38,8 @@ def log_of(proc: subprocess.Popen, tail: int = 3000) -> str:
 
 def start_worker(settings: Settings, concurrency: int = 2, timeout: float = 60) -> subprocess.Popen:
     """A `celery worker` subprocess; returns once its processes report the model loaded."""
-    cmd = commands(settings)["worker"]
-    cmd = [c for c in cmd if c != "INFO"]
-    cmd[cmd.index("--loglevel")] = "--loglevel=WARNING"
+    cmd = local(COMMANDS["worker"])
+    cmd[cmd.index("INFO")] = "WARNING"
     cmd += ["--concurrency", str(concurrency), "--without-mingle", "--without-gossip"]
     proc = spawn(cmd, settings)
     presence = Presence(connect(settings), settings)

@@ -1,0 +1,139 @@
+"""docker-compose.yml and the Dockerfiles, checked without a Docker engine (none runs here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core.embedded_redis import free_port
+from core.launcher import COMMANDS, local
+from core.settings import Settings
+from tests import procs
+
+ROOT = procs.ROOT
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+SETTING_NAMES = {f.name.upper() for f in dataclasses.fields(Settings)}
+
+
+def test_services_health_checks_and_restart_policies():
+    assert set(SERVICES) >= {"redis", "api", "worker"}
+    for name in ("redis", "api", "worker"):
+        assert SERVICES[name]["healthcheck"]["test"], name
+        assert SERVICES[name]["restart"] in ("unless-stopped", "always"), name
+    assert SERVICES["api"]["ports"] == ["5000:5000"]
+    # The worker scales with --scale worker=N: no fixed name, no published port.
+    assert "container_name" not in SERVICES["worker"] and "ports" not in SERVICES["worker"]
+    for name in ("api", "worker"):
+        assert SERVICES[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_redis_is_durable_private_and_password_protected():
+    redis = SERVICES["redis"]
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command and "--appendfsync everysec" in command
+    assert "--maxmemory-policy noeviction" in command and "--maxmemory " in command
+    assert "--requirepass ${REDIS_PASSWORD" in command
+    assert "ports" not in redis  # no published port
+    for name in ("api", "worker"):
+        assert "${REDIS_PASSWORD" in SERVICES[name]["environment"]["REDIS_URL"]
+
+
+def test_service_environment_matches_the_settings_object():
+    for name in ("api", "worker"):
+        unknown = set(SERVICES[name]["environment"]) - SETTING_NAMES
+        assert not unknown, f"{name} sets variables no setting reads: {unknown}"
+
+
+def test_compose_commands_are_the_launchers():
+    assert SERVICES["api"]["command"] == COMMANDS["api"]
+    assert SERVICES["worker"]["command"] == COMMANDS["worker"]
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.api", "Dockerfile.worker"])
+def test_dockerfiles_are_slim_non_root_and_pass_hadolint(name):
+    text = (ROOT / name).read_text()
+    assert "FROM python:3.11-slim" in text
+    users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    hadolint = Path(procs.PYTHON).parent / "hadolint"
+    result = subprocess.run([str(hadolint), str(ROOT / name)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    service = "api" if name.endswith("api") else "worker"
+    assert json.dumps(SERVICES[service]["command"]) in text  # the image runs the same command
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_docker_compose_config_validates():
+    env = {**os.environ, "REDIS_PASSWORD": "test-password"}
+    result = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    missing = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        capture_output=True, text=True, env={k: v for k, v in env.items() if k != "REDIS_PASSWORD"},
+    )  # fmt: skip
+    assert missing.returncode != 0 and "REDIS_PASSWORD" in missing.stderr
+
+
+def _compose_env(service: str, settings: Settings, port: int) -> dict[str, str]:
+    """The service's compose environment, pointed at the test Redis on loopback."""
+    env = {k: str(v) for k, v in SERVICES[service]["environment"].items()}
+    env.update(REDIS_URL=settings.redis_url, HOST="127.0.0.1", PORT=str(port),
+               MODEL_REGISTRY=settings.model_registry, KEY_PREFIX=settings.key_prefix + "c",
+               HEARTBEAT_SECONDS="0.5")  # fmt: skip
+    return env
+
+
+def test_compose_services_work_together_locally(settings):
+    port = free_port()
+    started = []
+    try:
+        for service in ("worker", "api"):
+            env = _compose_env(service, settings, port)
+            started.append(procs.spawn(local(SERVICES[service]["command"]), env=env))
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/readyz", timeout=3) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            logs = [procs.log_of(p) for p in started]
+            assert time.monotonic() < deadline, logs
+            assert all(p.poll() is None for p in started), logs
+            time.sleep(0.3)
+        request = urllib.request.Request(
+            base + "/v1/jobs", data=b"id,sepal_length,sepal_width,petal_length,petal_width\n"
+            b"x1,5.1,3.5,1.4,0.2\nx2,6.7,3.0,5.2,2.3\n", headers={"Content-Type": "text/csv"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=10) as response:
+            job = json.loads(response.read())
+        deadline = time.monotonic() + 30
+        while True:
+            with urllib.request.urlopen(base + job["status_url"], timeout=10) as response:
+                status = json.loads(response.read())
+            if status["status"] == "succeeded" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert status["status"] == "succeeded", status
+        with urllib.request.urlopen(base + status["result_url"], timeout=10) as response:
+            lines = response.read().decode().splitlines()
+        assert [line.split(",")[0] for line in lines] == ["id", "x1", "x2"]
+        assert [line.split(",")[5] for line in lines[1:]] == ["setosa", "virginica"]
+    finally:
+        for proc in started:
+            procs.stop(proc)
