@@ -1,4 +1,4 @@
-"""The HTTP front end: a Flask app factory. It validates, records jobs and enqueues; it never scores."""
+"""The HTTP front end: a Flask app factory. It validates, records jobs, enqueues; never scores."""
 
 from __future__ import annotations
 

@@ -187,7 +187,9 @@ fetch("openapi.json").then(r => r.json()).then(spec => {
       h.children[0].textContent = method; h.children[1].textContent = path;
       h.children[2].textContent = op.summary || "";
       d.appendChild(h);
-      if (op.description) { const p = document.createElement("p"); p.textContent = op.description; d.appendChild(p); }
+      if (op.description) {
+        const p = document.createElement("p"); p.textContent = op.description; d.appendChild(p);
+      }
       const r = document.createElement("div"); r.className = "r";
       r.textContent = "responses: " + Object.keys(op.responses || {}).join(", ");
       d.appendChild(r); out.appendChild(d);

@@ -58,7 +58,9 @@ def readyz():
     if not reasons and not serving:
         failing = sorted({w.error for w in workers if w.error})
         reasons.append("no worker has the model loaded" if not failing else "")
-        reasons = [r for r in reasons if r] + [f"a worker cannot load the model: {e}" for e in failing]
+        reasons = [r for r in reasons if r] + [
+            f"a worker cannot load the model: {e}" for e in failing
+        ]
     body = {
         "status": "ready" if not reasons else "unavailable",
         "workers": len(serving),

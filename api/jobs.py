@@ -57,7 +57,9 @@ def predictions_body(job: Job) -> dict:
 def accepted(job_id: str) -> Response:
     """202 with where to find the job."""
     status_url = url_for("jobs.status", job_id=job_id)
-    response = jsonify({"job_id": job_id, "status": JobStatus.QUEUED.value, "status_url": status_url})
+    response = jsonify(
+        {"job_id": job_id, "status": JobStatus.QUEUED.value, "status_url": status_url}
+    )
     response.status_code = 202
     response.headers["Location"] = status_url
     return response
@@ -81,7 +83,9 @@ def _upload_lines() -> Iterator[bytes]:
     if mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
-            raise UnsupportedMediaType("multipart upload needs the CSV in a field named 'file'", field="file")
+            raise UnsupportedMediaType(
+                "multipart upload needs the CSV in a field named 'file'", field="file"
+            )
         return iter(upload.stream.readline, b"")
     if mimetype in CSV_TYPES:
         return iter(request.stream.readline, b"")
@@ -149,7 +153,9 @@ def submit():
             svc.jobs.put_inputs(job_id, pending)
         if rows_total == 0:
             raise Unprocessable("the file has a header row but no data rows", field="file")
-        svc.jobs.create(job_id, "batch", OWNER, rows_total, len(tasks), json.dumps(layout.to_json()))
+        svc.jobs.create(
+            job_id, "batch", OWNER, rows_total, len(tasks), json.dumps(layout.to_json())
+        )
         svc.send(SCORE_CHUNK, tasks)
     except BaseException:
         try:
@@ -182,8 +188,10 @@ def status(job_id: str):
 
 def _finished(job: Job) -> Job:
     if not job.status.finished:
-        raise Conflict(f"job {job.id} is {job.status.value}; its output is ready when it ends",
-                       status=job.status.value)
+        raise Conflict(
+            f"job {job.id} is {job.status.value}; its output is ready when it ends",
+            status=job.status.value,
+        )
     return job
 
 

@@ -147,7 +147,9 @@ def _wait_seconds() -> float:
     try:
         seconds = float(raw)
     except ValueError:
-        raise BadRequest(f"wait must be a number of seconds, not {raw[:20]!r}", field="wait") from None
+        raise BadRequest(
+            f"wait must be a number of seconds, not {raw[:20]!r}", field="wait"
+        ) from None
     if not seconds >= 0:  # also refuses NaN
         raise BadRequest("wait must be zero or more seconds", field="wait")
     return min(seconds, services().settings.max_wait_seconds)

@@ -63,7 +63,9 @@ class Services:
         """Publish tasks on one connection; bounded retries so a dead Redis is a 503 in seconds."""
         with self.celery.producer_or_acquire() as producer:
             for args in arglists:
-                self.celery.send_task(task, args=args, producer=producer, retry_policy=PUBLISH_RETRY)
+                self.celery.send_task(
+                    task, args=args, producer=producer, retry_policy=PUBLISH_RETRY
+                )
 
 
 def services() -> Services:

@@ -193,7 +193,7 @@ def parse_chunk(
 
 
 def escape_cell(value: str) -> str:
-    """Keep a spreadsheet from running a pass-through cell as a formula (numbers stay as they are)."""
+    """Keep a spreadsheet from running a pass-through cell as a formula (numbers stay as is)."""
     if value.startswith(FORMULA_START) and isinstance(parse_value(value), str):
         return "'" + value
     return value

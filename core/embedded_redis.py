@@ -76,7 +76,9 @@ class EmbeddedRedis:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     err = self.proc.stderr.read().decode()
                     self.stop()
-                    raise RuntimeError(f"redis-server did not start on {self.port}: {err}") from None
+                    raise RuntimeError(
+                        f"redis-server did not start on {self.port}: {err}"
+                    ) from None
                 time.sleep(0.05)
             finally:
                 client.close()

@@ -1,4 +1,4 @@
-"""Input validation: turn what clients send into the model's feature matrix, or say what is wrong."""
+"""Input validation: what clients send, as the model's feature matrix, or what is wrong with it."""
 
 from __future__ import annotations
 
@@ -50,7 +50,9 @@ def _clip(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def parse_row(values: Sequence[Any] | dict[str, Any], feature_names: Sequence[str], where: str) -> list[float]:
+def parse_row(
+    values: Sequence[Any] | dict[str, Any], feature_names: Sequence[str], where: str
+) -> list[float]:
     """One instance, as a list in feature order or an object by feature name.
 
     :raises Unprocessable: naming ``where`` (e.g. ``instances[3]``) and the feature at fault.
@@ -71,7 +73,8 @@ def parse_row(values: Sequence[Any] | dict[str, Any], feature_names: Sequence[st
         ordered = list(values)
     else:
         raise Unprocessable(
-            f"{where} must be an array of {len(feature_names)} numbers or an object by feature name",
+            f"{where} must be an array of {len(feature_names)} numbers "
+            "or an object by feature name",
             field=where,
         )
     row = []

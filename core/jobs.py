@@ -17,14 +17,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 
 import redis
 
 from core.settings import Settings
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -108,14 +108,17 @@ if ARGV[3] ~= '' then redis.call('SET', KEYS[4], ARGV[3], 'PX', ttl) end
 redis.call('DEL', KEYS[5])
 redis.call('HINCRBY', KEYS[1], 'rows_done', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'rows_failed', ARGV[5])
-if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'model_name', ARGV[7], 'model_version', ARGV[8]) end
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[1], 'model_name', ARGV[7], 'model_version', ARGV[8])
+end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[9]) end
 if redis.call('SCARD', KEYS[2]) < tonumber(redis.call('HGET', KEYS[1], 'chunks_total')) then
   return 'counted'
 end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' or status == 'running' then
-  if redis.call('HEXISTS', KEYS[1], 'error') == 1 then status = 'failed' else status = 'succeeded' end
+  status = 'succeeded'
+  if redis.call('HEXISTS', KEYS[1], 'error') == 1 then status = 'failed' end
   redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[6])
   redis.call('RPUSH', KEYS[6], status)
   redis.call('PEXPIRE', KEYS[6], ttl)

@@ -1,4 +1,4 @@
-"""`make run`: Redis (bundled unless REDIS_URL is set), a Celery worker and the API, in the foreground.
+"""`make run`: Redis (bundled unless REDIS_URL is set), a Celery worker and the API, in front.
 
 Trains and registers the Iris model first if none is registered. Ctrl-C or SIGTERM stops all.
 """
@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 
 #: Each service's command line; docker-compose.yml runs the same ones (a test holds them equal).
 COMMANDS = {
-    "worker": ["celery", "-A", "worker.celery_app", "worker", "-Q", "predict,batch", "--loglevel", "INFO"],
+    "worker": ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO"],
     "api": ["gunicorn", "-c", "api/gunicorn_conf.py", "api.wsgi:app"],
 }
 
@@ -32,7 +32,9 @@ def local(command: list[str]) -> list[str]:
     return [str(BIN / command[0]), *command[1:]]
 
 
-def _wait_ready(url: str, procs: dict[str, subprocess.Popen], stopping, timeout: float = 120) -> bool:
+def _wait_ready(
+    url: str, procs: dict[str, subprocess.Popen], stopping, timeout: float = 120
+) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not stopping():
         for name, proc in procs.items():

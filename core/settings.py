@@ -73,7 +73,9 @@ class Settings:
             try:
                 values[f.name] = kind(raw)
             except ValueError:
-                raise ValueError(f"{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+                raise ValueError(
+                    f"{f.name.upper()}={raw!r} is not a valid {kind.__name__}"
+                ) from None
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 

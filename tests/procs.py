@@ -10,15 +10,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.connection import connect
 from core.launcher import COMMANDS, local
 from core.settings import Settings
 from core.workers import Presence
-from core.connection import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def spawn(cmd: list[str], settings: Settings | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+def spawn(
+    cmd: list[str], settings: Settings | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """Start a service process in its own session (so a test can kill it and its children),
     configured by ``settings`` or by exactly ``env``; its output goes to a log file (a pipe
     nobody reads would block it), see ``log_of``."""
@@ -58,7 +60,9 @@ def start_worker(settings: Settings, concurrency: int = 2, timeout: float = 60) 
 
 def _children(pid: int) -> set[str]:
     try:
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
+        )
     except OSError:
         return set()
     return {p.strip() for p in out.stdout.split() if p.strip()}

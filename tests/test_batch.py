@@ -100,14 +100,14 @@ def test_headerless_crlf_multipart_upload(client):
 
 def test_quoted_fields_and_formula_cells_come_back_safe(client):
     text = (
-        'note,petal_width,petal_length,sepal_width,sepal_length\n'
+        "note,petal_width,petal_length,sepal_width,sepal_length\n"
         '"line one\nline two, with comma",0.2,1.4,3.5,5.1\n'
         '"=HYPERLINK(""http://x"")",2.3,5.2,3.0,6.7\n'
     )
     job = wait_for_job(client, submit(client, text).get_json()["job_id"])
     rows = read_csv(client.get(job["result_url"]))
     assert rows[0]["note"] == "line one\nline two, with comma"
-    assert rows[1]["note"] == "'=HYPERLINK(\"http://x\")"
+    assert rows[1]["note"] == '\'=HYPERLINK("http://x")'
     assert [r["prediction"] for r in rows] == ["setosa", "virginica"]
 
 

@@ -28,7 +28,9 @@ def rows_of(chunks) -> list[list[str]]:
 
 
 def test_header_in_any_order_with_passthrough_columns():
-    layout, chunks = split("id,petal_width,Sepal Length (cm),sepal_width,petal_length,note\n1,0.2,5.1,3.5,1.4,x\n")
+    layout, chunks = split(
+        "id,petal_width,Sepal Length (cm),sepal_width,petal_length,note\n1,0.2,5.1,3.5,1.4,x\n"
+    )
     assert layout.columns[0] == "id"
     assert layout.feature_pos == [2, 3, 4, 1]
     assert layout.passthrough_pos == [0, 5]
@@ -45,10 +47,16 @@ def test_no_header_means_features_in_order():
 
 
 def test_quoted_newlines_crlf_and_bom_keep_rows_whole():
-    text = '\ufeffid,sepal_length,sepal_width,petal_length,petal_width\r\n"a\r\nb",5.1,3.5,1.4,0.2\r\n\r\n"c ""q""",1,2,3,4\r\n'
+    text = (
+        "\ufeffid,sepal_length,sepal_width,petal_length,petal_width\r\n"
+        '"a\r\nb",5.1,3.5,1.4,0.2\r\n\r\n"c ""q""",1,2,3,4\r\n'
+    )
     layout, chunks = split(text.encode("utf-8"))
     assert layout.columns[0] == "id"
-    assert rows_of(chunks) == [["a\r\nb", "5.1", "3.5", "1.4", "0.2"], ['c "q"', "1", "2", "3", "4"]]
+    assert rows_of(chunks) == [
+        ["a\r\nb", "5.1", "3.5", "1.4", "0.2"],
+        ['c "q"', "1", "2", "3", "4"],
+    ]
     assert sum(c.rows for c in chunks) == 2
 
 

@@ -1,4 +1,4 @@
-"""`make run`'s launcher on a fresh registry: trains, starts Redis + worker + API, stops on SIGTERM."""
+"""`make run`'s launcher on a fresh registry: trains, starts everything, stops on SIGTERM."""
 
 from __future__ import annotations
 

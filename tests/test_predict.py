@@ -8,6 +8,7 @@ from tests.conftest import wait_for_job
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
+INF_ROW = {"sepal_length": 1, "sepal_width": 1, "petal_length": 1, "petal_width": float("inf")}
 
 
 def test_original_health_call(client):
@@ -29,7 +30,9 @@ def test_original_predict_call(client):
 
 
 def test_predict_accepts_features_by_name(client):
-    named = dict(zip(["sepal_length", "sepal_width", "petal_length", "petal_width"], VIRGINICA))
+    named = dict(
+        zip(["sepal_length", "sepal_width", "petal_length", "petal_width"], VIRGINICA, strict=True)
+    )
     body = client.post("/predict", json={"features": named}).get_json()
     assert body["prediction"] == "virginica"
 
@@ -39,7 +42,12 @@ def test_readyz_and_model(client):
     assert ready.status_code == 200
     assert ready.get_json()["workers"] >= 1
     manifest = client.get("/v1/model").get_json()
-    assert manifest["feature_names"] == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    assert manifest["feature_names"] == [
+        "sepal_length",
+        "sepal_width",
+        "petal_length",
+        "petal_width",
+    ]
     assert manifest["class_names"] == ["setosa", "versicolor", "virginica"]
     assert len(manifest["sha256"]) == 64
     assert manifest["metrics"]["accuracy"] >= 0.9
@@ -100,8 +108,7 @@ def test_v1_predict_wait_answers_in_the_same_call(client):
     [
         ("", {"instances": []}, 422, "instances"),
         ("", {"instances": [SETOSA, [1, 2]]}, 422, "instances[1]"),
-        ("", {"instances": [SETOSA, {"sepal_length": 1, "sepal_width": 1, "petal_length": 1,
-                                     "petal_width": float("inf")}]}, 422, "instances[1].petal_width"),
+        ("", {"instances": [SETOSA, INF_ROW]}, 422, "instances[1].petal_width"),
         ("?wait=soon", {"instances": [SETOSA]}, 400, "wait"),
         ("?wait=-1", {"instances": [SETOSA]}, 400, "wait"),
     ],
@@ -113,7 +120,9 @@ def test_bad_v1_predict_input_names_the_field(client, query, body, status, field
 
 
 def test_too_many_instances_is_413(client, settings):
-    response = client.post("/v1/predict", json={"instances": [SETOSA] * (settings.max_instances + 1)})
+    response = client.post(
+        "/v1/predict", json={"instances": [SETOSA] * (settings.max_instances + 1)}
+    )
     assert response.status_code == 413
     assert response.get_json()["error"]["field"] == "instances"
 

@@ -35,7 +35,9 @@ def test_a_model_that_does_not_match_its_manifest_is_refused(tmp_path, settings)
     manifest = registry.register(model, FEATURES, tmp_path, "iris", metrics)
     model_file = tmp_path / "iris" / manifest.version / registry.MODEL_FILE
     model_file.write_bytes(model_file.read_bytes() + b"tampered")
-    mine = dataclasses.replace(settings, model_registry=str(tmp_path), key_prefix=settings.key_prefix + "x")
+    mine = dataclasses.replace(
+        settings, model_registry=str(tmp_path), key_prefix=settings.key_prefix + "x"
+    )
     proc = procs.spawn(procs.local(procs.COMMANDS["worker"]) + ["--concurrency", "1"], mine)
     try:
         client = create_app({"SETTINGS": mine}).test_client()

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     manifest = registry.register(model, FEATURES, args.registry, args.name, metrics)
     print(
         f"registered {manifest.name} {manifest.version} in {args.registry}: "
-        f"accuracy {metrics['accuracy']}, f1_macro {metrics['f1_macro']} on {metrics['test_rows']} held-out rows"
+        f"accuracy {metrics['accuracy']}, f1_macro {metrics['f1_macro']} "
+        f"on {metrics['test_rows']} held-out rows"
     )
 
 

@@ -33,7 +33,9 @@ def score_chunk(rt: ModelRuntime, job_id: str, chunk: int, first_row: int, rows:
         return "duplicate"  # already done by an earlier delivery
     cap = rt.settings.max_deliveries
     if start.deliveries > cap:
-        reason = f"not scored: this chunk was delivered {start.deliveries - 1} times and never finished"
+        reason = (
+            f"not scored: this chunk was delivered {start.deliveries - 1} times and never finished"
+        )
         log.error("job %s chunk %d: %s", job_id, chunk, reason)
         failure = f"chunk {chunk} (rows {first_row}-{first_row + rows - 1}) failed: {reason}"
         errors = _fail_rows(first_row, rows, reason)
@@ -70,11 +72,12 @@ def score_instances(rt: ModelRuntime, job_id: str) -> str:
         model, manifest = rt.get()
         features = np.asarray(instances, dtype=np.float64)
         if features.ndim != 2 or features.shape[1] != len(manifest.feature_names):
-            raise ModelError(f"model {manifest.version} takes {len(manifest.feature_names)} features")
+            raise ModelError(
+                f"model {manifest.version} takes {len(manifest.feature_names)} features"
+            )
     except ModelError as exc:
         return rt.store.finish_chunk(job_id, 0, b"", b"", 0, rows, failure=str(exc))
     class_ids, probabilities = score(model, features)
     out = json.dumps(as_json(manifest.class_names, class_ids, probabilities)).encode()
     model_id = (manifest.name, manifest.version)
     return rt.store.finish_chunk(job_id, 0, out, b"", rows, 0, model=model_id)
-

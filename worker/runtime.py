@@ -59,7 +59,9 @@ class ModelRuntime:
     def _load(self) -> None:
         s = self.settings
         try:
-            self.model, self.manifest = registry.load(s.model_registry, s.model_name, s.model_version)
+            self.model, self.manifest = registry.load(
+                s.model_registry, s.model_name, s.model_version
+            )
             self.loads += 1
             log.info("loaded model %s %s", self.manifest.name, self.manifest.version)
         except (ModelError, OSError, ValueError) as exc:

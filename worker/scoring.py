@@ -21,7 +21,9 @@ def as_json(class_names: list[str], class_ids: np.ndarray, probabilities: np.nda
         {
             "prediction": class_names[i],
             "class_id": int(i),
-            "probabilities": {c: round(float(p), 6) for c, p in zip(class_names, probs, strict=True)},
+            "probabilities": {
+                c: round(float(p), 6) for c, p in zip(class_names, probs, strict=True)
+            },
         }
         for i, probs in zip(class_ids, probabilities, strict=True)
     ]
