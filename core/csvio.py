@@ -72,7 +72,8 @@ class Layout:
         return cls.build(data["columns"], data["width"], feature_names)
 
     def output_header(self, feature_names: Sequence[str], class_names: Sequence[str]) -> list[str]:
-        passthrough = [self.columns[i] for i in self.passthrough_pos] if self.columns else []
+        columns = self.columns or []
+        passthrough = [escape_cell(columns[i]) for i in self.passthrough_pos]
         return [*passthrough, *feature_names, "prediction", *(f"proba_{c}" for c in class_names)]
 
 

@@ -94,6 +94,11 @@ def test_parse_chunk_sorts_rows_into_scored_and_errors():
     ]
 
 
+def test_formula_column_names_are_escaped_too():
+    layout = csvio.Layout.build(["=id", *FEATURES], 5, FEATURES)
+    assert layout.output_header(FEATURES, ["a"])[0] == "'=id"
+
+
 @pytest.mark.parametrize("cell", ["=1+2", "+cmd", "-x", "@SUM(A1)", "\tx", "\rx"])
 def test_formula_cells_are_escaped(cell):
     assert csvio.escape_cell(cell) == "'" + cell

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from api import create_app
 from tests.conftest import wait_for_job
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -27,6 +30,16 @@ def test_original_predict_call(client):
     assert abs(sum(body["probabilities"].values()) - 1) < 1e-4
     assert body["probabilities"]["setosa"] > 0.9
     assert body["model_version"]
+
+
+def test_predict_that_takes_too_long_is_504_with_the_job_id(settings, worker):
+    impatient = dataclasses.replace(settings, predict_timeout_seconds=0.0)
+    client = create_app({"SETTINGS": impatient}).test_client()
+    response = client.post("/predict", json={"features": SETOSA})
+    assert response.status_code == 504
+    error = response.get_json()["error"]
+    assert error["code"] == "timeout" and error["status_url"] == f"/v1/jobs/{error['job_id']}"
+    assert wait_for_job(client, error["job_id"])["status"] == "succeeded"  # the job went on
 
 
 def test_predict_accepts_features_by_name(client):
