@@ -36,6 +36,7 @@ SCHEMAS = {
         "properties": {
             "status": {"type": "string", "enum": ["ready", "unavailable"]},
             "workers": {"type": "integer"},
+            "stream_workers": {"type": "integer"},
             "model_versions": {"type": "array", "items": {"type": "string"}},
             "reasons": {"type": "array", "items": {"type": "string"}},
         },

@@ -54,17 +54,17 @@ def readyz():
         workers = svc.presence.live()
     except REDIS_DOWN as exc:
         reasons.append(f"redis unreachable: {exc}")
-    serving = [w for w in workers if w.model_version]
+    serving = [w for w in workers if w.model_version and w.kind == "celery"]
+    streaming = [w for w in workers if w.model_version and w.kind == "stream"]
     if not reasons and not serving:
         failing = sorted({w.error for w in workers if w.error})
-        reasons.append("no worker has the model loaded" if not failing else "")
-        reasons = [r for r in reasons if r] + [
-            f"a worker cannot load the model: {e}" for e in failing
-        ]
+        reasons = [f"a worker cannot load the model: {e}" for e in failing]
+        reasons = reasons or ["no worker has the model loaded"]
     body = {
         "status": "ready" if not reasons else "unavailable",
         "workers": len(serving),
-        "model_versions": sorted({w.model_version for w in serving}),
+        "stream_workers": len(streaming),
+        "model_versions": sorted({w.model_version for w in serving + streaming}),
         "reasons": reasons,
     }
     return jsonify(body), 200 if not reasons else 503

@@ -1,4 +1,4 @@
-"""`make run`: Redis (bundled unless REDIS_URL is set), a Celery worker and the API, in front.
+"""`make run`: Redis (bundled unless REDIS_URL is set), workers and the API, in the foreground.
 
 Trains and registers the Iris model first if none is registered. Ctrl-C or SIGTERM stops all.
 """
@@ -23,6 +23,7 @@ BIN = Path(sys.executable).parent
 #: Each service's command line; docker-compose.yml runs the same ones (a test holds them equal).
 COMMANDS = {
     "worker": ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO"],
+    "stream": ["python", "-m", "worker.stream"],
     "api": ["gunicorn", "-c", "api/gunicorn_conf.py", "api.wsgi:app"],
 }
 
@@ -76,7 +77,12 @@ def main() -> int:
             procs[name] = subprocess.Popen(local(cmd), env=env)
         base = f"http://{settings.host}:{settings.port}"
         if _wait_ready(base + "/readyz", procs, lambda: stopping):
-            print(f"\nready: API {base}  (docs {base}/docs, health {base}/health)\n", flush=True)
+            print(
+                f"\nready: API {base}  (docs {base}/docs, health {base}/health)\n"
+                f"       stream: XADD {settings.stream_input} on {settings.redis_url}, "
+                f"results on {settings.stream_output}\n",
+                flush=True,
+            )
         elif not stopping:
             print("the stack did not become ready; see the messages above", file=sys.stderr)
             code = 1

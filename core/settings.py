@@ -59,6 +59,22 @@ class Settings:
     worker_concurrency: int = 0
     #: Prefix of every Redis key the service owns.
     key_prefix: str = "iq"
+    #: Live job events (SSE) open at once per API process; each holds a thread. 0: half the threads.
+    event_streams: int = 0
+    #: Redis Streams: where producers append records, where results go, and the dead letters.
+    stream_input: str = "inference:requests"
+    stream_output: str = "inference:results"
+    stream_dead: str = "inference:dead"
+    stream_group: str = "inference"
+    #: Records a stream worker reads and scores at once, and how long it blocks for them.
+    stream_batch: int = 500
+    stream_block_ms: int = 1000
+    #: A record pending this long with a dead consumer is claimed by a live one.
+    stream_claim_idle_ms: int = 30_000
+    #: Deliveries of one stream record before it goes to the dead-letter stream.
+    stream_max_deliveries: int = 3
+    #: Approximate cap on the output and dead-letter streams' length.
+    stream_maxlen: int = 1_000_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -58,6 +58,23 @@ def start_worker(settings: Settings, concurrency: int = 2, timeout: float = 60) 
     raise RuntimeError(f"worker did not load its model in time: {log_of(proc)}")
 
 
+def start_stream_worker(settings: Settings, timeout: float = 60) -> subprocess.Popen:
+    """A `python -m worker.stream` subprocess; returns once it reports its model loaded."""
+    proc = spawn(local(COMMANDS["stream"]), settings)
+    presence = Presence(connect(settings), settings)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(
+            b.worker.split(":")[1] == str(proc.pid) and b.model_version for b in presence.live()
+        ):
+            return proc
+        if proc.poll() is not None:
+            raise RuntimeError(f"stream worker exited: {log_of(proc)}")
+        time.sleep(0.05)
+    stop(proc)
+    raise RuntimeError(f"stream worker did not load its model in time: {log_of(proc)}")
+
+
 def _children(pid: int) -> set[str]:
     try:
         out = subprocess.run(

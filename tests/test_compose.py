@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.connection import connect
 from core.embedded_redis import free_port
 from core.launcher import COMMANDS, local
 from core.settings import Settings
@@ -26,14 +27,15 @@ SETTING_NAMES = {f.name.upper() for f in dataclasses.fields(Settings)}
 
 
 def test_services_health_checks_and_restart_policies():
-    assert set(SERVICES) >= {"redis", "api", "worker"}
-    for name in ("redis", "api", "worker"):
+    assert set(SERVICES) >= {"redis", "api", "worker", "stream"}
+    for name in ("redis", "api", "worker", "stream"):
         assert SERVICES[name]["healthcheck"]["test"], name
         assert SERVICES[name]["restart"] in ("unless-stopped", "always"), name
     assert SERVICES["api"]["ports"] == ["5000:5000"]
-    # The worker scales with --scale worker=N: no fixed name, no published port.
-    assert "container_name" not in SERVICES["worker"] and "ports" not in SERVICES["worker"]
-    for name in ("api", "worker"):
+    # Workers scale with --scale worker=N: no fixed name, no published port.
+    for name in ("worker", "stream"):
+        assert "container_name" not in SERVICES[name] and "ports" not in SERVICES[name]
+    for name in ("api", "worker", "stream"):
         assert SERVICES[name]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
@@ -44,19 +46,19 @@ def test_redis_is_durable_private_and_password_protected():
     assert "--maxmemory-policy noeviction" in command and "--maxmemory " in command
     assert "--requirepass ${REDIS_PASSWORD" in command
     assert "ports" not in redis  # no published port
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "stream"):
         assert "${REDIS_PASSWORD" in SERVICES[name]["environment"]["REDIS_URL"]
 
 
 def test_service_environment_matches_the_settings_object():
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "stream"):
         unknown = set(SERVICES[name]["environment"]) - SETTING_NAMES
         assert not unknown, f"{name} sets variables no setting reads: {unknown}"
 
 
 def test_compose_commands_are_the_launchers():
-    assert SERVICES["api"]["command"] == COMMANDS["api"]
-    assert SERVICES["worker"]["command"] == COMMANDS["worker"]
+    for name in ("api", "worker", "stream"):
+        assert SERVICES[name]["command"] == COMMANDS[name]
 
 
 @pytest.mark.parametrize("name", ["Dockerfile.api", "Dockerfile.worker"])
@@ -90,9 +92,10 @@ def test_docker_compose_config_validates():
 def _compose_env(service: str, settings: Settings, port: int) -> dict[str, str]:
     """The service's compose environment, pointed at the test Redis on loopback."""
     env = {k: str(v) for k, v in SERVICES[service]["environment"].items()}
+    prefix = settings.key_prefix + "c"
     env.update(REDIS_URL=settings.redis_url, HOST="127.0.0.1", PORT=str(port),
-               MODEL_REGISTRY=settings.model_registry, KEY_PREFIX=settings.key_prefix + "c",
-               HEARTBEAT_SECONDS="0.5")  # fmt: skip
+               MODEL_REGISTRY=settings.model_registry, KEY_PREFIX=prefix, HEARTBEAT_SECONDS="0.5",
+               STREAM_INPUT=prefix + ":requests", STREAM_OUTPUT=prefix + ":results")  # fmt: skip
     return env
 
 
@@ -100,7 +103,7 @@ def test_compose_services_work_together_locally(settings):
     port = free_port()
     started = []
     try:
-        for service in ("worker", "api"):
+        for service in ("worker", "stream", "api"):
             env = _compose_env(service, settings, port)
             started.append(procs.spawn(local(SERVICES[service]["command"]), env=env))
         base = f"http://127.0.0.1:{port}"
@@ -134,6 +137,14 @@ def test_compose_services_work_together_locally(settings):
             lines = response.read().decode().splitlines()
         assert [line.split(",")[0] for line in lines] == ["id", "x1", "x2"]
         assert [line.split(",")[5] for line in lines[1:]] == ["setosa", "virginica"]
+        # and the stream service answers a record appended by a plain Redis client
+        env = _compose_env("stream", settings, port)
+        r = connect(settings)
+        r.xadd(env["STREAM_INPUT"], {"id": "c-1", "features": "[6.7, 3.0, 5.2, 2.3]"})
+        got = r.xread({env["STREAM_OUTPUT"]: "0-0"}, count=1, block=30_000)
+        fields = got[0][1][0][1]
+        assert fields[b"id"] == b"c-1"
+        assert json.loads(fields[b"result"])["prediction"] == "virginica"
     finally:
         for proc in started:
             procs.stop(proc)
