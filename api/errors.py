@@ -15,7 +15,11 @@ log = logging.getLogger(__name__)
 
 
 def _json(err: ServiceError):
-    return jsonify(err.to_dict()), err.status
+    response = jsonify(err.to_dict())
+    response.status_code = err.status
+    if "retry_after" in err.extra:
+        response.headers["Retry-After"] = str(err.extra["retry_after"])
+    return response
 
 
 def init_app(app: Flask) -> None:

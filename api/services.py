@@ -30,6 +30,7 @@ class Services:
     jobs: JobStore
     presence: Presence
     celery: Celery
+    event_slots: threading.BoundedSemaphore | None = None
     _manifest: tuple[float, Manifest | None] = (0.0, None)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

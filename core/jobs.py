@@ -8,6 +8,7 @@ Keys, all under ``<prefix>:job:<id>`` and all expiring with the job:
   :done         set of finished chunk numbers: a chunk counts once however often it runs
   :tries        hash chunk -> deliveries, for the redelivery cap
   :notify       a list pushed once when the job ends, for clients that wait
+  :events       a pub/sub channel told each time the job moves, for live event streams
 Each transition is one Lua script, so it is atomic and one round trip.
 """
 
@@ -80,7 +81,7 @@ class Job:
         )
 
 
-# KEYS: job, tries, in.  ARGV: chunk, now.
+# KEYS: job, tries, in, events.  ARGV: chunk, now.
 # -> {status, deliveries, layout, input} or {"gone"}
 _BEGIN = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
@@ -90,12 +91,13 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' then
   status = 'running'
   redis.call('HSET', KEYS[1], 'status', status, 'started_at', ARGV[2])
+  redis.call('PUBLISH', KEYS[4], status)
 end
 return {status, tries, redis.call('HGET', KEYS[1], 'layout') or '',
         redis.call('GET', KEYS[3]) or false}
 """
 
-# KEYS: job, done, out, err, in, notify.
+# KEYS: job, done, out, err, in, notify, events.
 # ARGV: chunk, out, err, rows ok, rows failed, now, model name, model version, chunk failure.
 # -> 'gone' | 'duplicate' | 'counted' | the job's final status when this chunk was the last.
 _FINISH = """
@@ -113,6 +115,7 @@ if ARGV[7] ~= '' then
 end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[9]) end
 if redis.call('SCARD', KEYS[2]) < tonumber(redis.call('HGET', KEYS[1], 'chunks_total')) then
+  redis.call('PUBLISH', KEYS[7], 'progress')
   return 'counted'
 end
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -123,10 +126,11 @@ if status == 'queued' or status == 'running' then
   redis.call('RPUSH', KEYS[6], status)
   redis.call('PEXPIRE', KEYS[6], ttl)
 end
+redis.call('PUBLISH', KEYS[7], status)
 return status
 """
 
-# KEYS: job, notify.  ARGV: now.  -> the status after the call, or 'gone'.
+# KEYS: job, notify, events.  ARGV: now.  -> the status after the call, or 'gone'.
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'gone' end
@@ -135,6 +139,7 @@ if status == 'queued' or status == 'running' then
   redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[1])
   redis.call('RPUSH', KEYS[2], status)
   redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
+  redis.call('PUBLISH', KEYS[3], status)
 end
 return status
 """
@@ -209,7 +214,12 @@ class JobStore:
 
     def begin_chunk(self, job_id: str, chunk: int) -> ChunkStart | None:
         """Count a delivery of ``chunk`` and mark the job running; None if the job is gone."""
-        keys = [self.key(job_id), self.key(job_id, "tries"), self.key(job_id, "in", chunk)]
+        keys = [
+            self.key(job_id),
+            self.key(job_id, "tries"),
+            self.key(job_id, "in", chunk),
+            self.key(job_id, "events"),
+        ]
         res = self._begin(keys=keys, args=[chunk, now_iso()])
         if res[0] == b"gone":
             return None
@@ -234,13 +244,15 @@ class JobStore:
             self.key(job_id, "err", chunk),
             self.key(job_id, "in", chunk),
             self.key(job_id, "notify"),
+            self.key(job_id, "events"),
         ]
         name, version = model or ("", "")
         args = [chunk, output, errors, rows_ok, rows_failed, now_iso(), name, version, failure]
         return self._finish(keys=keys, args=args).decode()
 
     def cancel(self, job_id: str) -> str:
-        res = self._cancel(keys=[self.key(job_id), self.key(job_id, "notify")], args=[now_iso()])
+        keys = [self.key(job_id), self.key(job_id, "notify"), self.key(job_id, "events")]
+        res = self._cancel(keys=keys, args=[now_iso()])
         return res.decode()
 
     def wait(self, job_id: str, timeout: float, blocking: redis.Redis) -> Job | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from core import registry
 from core.connection import connect
-from core.embedded_redis import EmbeddedRedis
+from core.embedded_redis import EmbeddedRedis, free_port
 from core.settings import Settings
 from tests import procs
 from training.train import FEATURES, train_iris
@@ -56,6 +57,24 @@ def app(settings: Settings, worker):
     from api import create_app
 
     return create_app({"SETTINGS": settings, "TESTING": True})
+
+
+@pytest.fixture(scope="session")
+def api_url(settings: Settings, worker) -> Iterator[str]:
+    """The API as `make run` serves it: gunicorn, on a free loopback port."""
+    port = free_port()
+    proc = procs.spawn(procs.local(procs.COMMANDS["api"]), settings, env={"PORT": str(port)})
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=2):
+                break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, procs.log_of(proc)
+            time.sleep(0.1)
+    yield base
+    procs.stop(proc)
 
 
 @pytest.fixture()
