@@ -35,8 +35,8 @@ tools:
 	  else echo "note: docker-compose not installed; its check will be skipped"; fi; }
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check core api worker training tests
-	$(VENV)/bin/ruff format --check core api worker training tests
+	$(VENV)/bin/ruff check core api worker training cli tests
+	$(VENV)/bin/ruff format --check core api worker training cli tests
 
 clean:
 	rm -rf $(VENV) models .pytest_cache

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.procs import PYTHON, ROOT
 
-PACKAGES = ["core", "api", "worker", "training", "tests"]
+PACKAGES = ["core", "api", "worker", "training", "cli", "tests"]
 
 
 def test_ruff_check_and_format():
