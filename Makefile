@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test train lint tools clean
+.PHONY: run test train lint bench tools clean
 
 $(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
@@ -26,6 +26,10 @@ train: $(STAMP)
 test: $(STAMP) tools
 	$(PY) -m pytest
 
+## bench: measure the service on a private Redis and print figures beside their baselines
+bench: $(STAMP)
+	$(PY) -m bench
+
 ## tools: docker-compose (Debian's package) validates docker-compose.yml without an engine
 tools:
 	@command -v docker-compose >/dev/null 2>&1 || { \
@@ -35,8 +39,8 @@ tools:
 	  else echo "note: docker-compose not installed; its check will be skipped"; fi; }
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check core api worker training cli tests
-	$(VENV)/bin/ruff format --check core api worker training cli tests
+	$(VENV)/bin/ruff check core api worker training cli bench tests
+	$(VENV)/bin/ruff format --check core api worker training cli bench tests
 
 clean:
 	rm -rf $(VENV) models .pytest_cache

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.procs import PYTHON, ROOT
 
-PACKAGES = ["core", "api", "worker", "training", "cli", "tests"]
+PACKAGES = ["core", "api", "worker", "training", "cli", "bench", "tests"]
 
 
 def test_ruff_check_and_format():
