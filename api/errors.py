@@ -19,6 +19,8 @@ def _json(err: ServiceError):
     response.status_code = err.status
     if "retry_after" in err.extra:
         response.headers["Retry-After"] = str(err.extra["retry_after"])
+    if err.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="inference"'
     return response
 
 

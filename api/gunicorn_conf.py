@@ -2,7 +2,14 @@
 
 from core.settings import Settings
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 _settings = Settings.from_env()
+if not (_settings.api_keys or _settings.api_keys_file) and _settings.host not in LOOPBACK:
+    raise SystemExit(
+        f"refusing to listen on {_settings.host}: without API_KEYS (or API_KEYS_FILE) the API is "
+        "open, so it only binds to 127.0.0.1; set keys to serve other hosts"
+    )
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.web_concurrency
 worker_class = "gthread"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
+from api.auth import tenant
 from api.services import services
 from core import csvio
 from core.errors import Conflict, NotFound, Unprocessable, UnsupportedMediaType
@@ -16,10 +18,11 @@ from core.queue import SCORE_CHUNK
 
 bp = Blueprint("jobs", __name__)
 
-OWNER = "anonymous"
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 #: Chunks of input written to Redis per round trip while an upload streams in.
 PUT_BATCH = 8
+#: Bytes read from the request body at a time.
+READ_BUFFER = 1 << 20
 
 
 def job_body(job: Job) -> dict:
@@ -72,7 +75,7 @@ def load_job(job_id: str) -> Job:
     except ValueError:
         raise NotFound(f"no job {job_id!r}", field="job_id") from None
     job = services().jobs.get(job_id)
-    if job is None or job.owner != OWNER:
+    if job is None or job.owner != tenant():
         raise NotFound(f"no job {job_id!r} (unknown, or expired)", field="job_id")
     return job
 
@@ -86,13 +89,20 @@ def _upload_lines() -> Iterator[bytes]:
             raise UnsupportedMediaType(
                 "multipart upload needs the CSV in a field named 'file'", field="file"
             )
-        return iter(upload.stream.readline, b"")
-    if mimetype in CSV_TYPES:
-        return iter(request.stream.readline, b"")
-    raise UnsupportedMediaType(
-        "send the CSV as the body with Content-Type: text/csv, or as multipart field 'file'",
-        field="Content-Type",
-    )
+        stream = upload.stream
+    elif mimetype in CSV_TYPES:
+        stream = request.stream
+        if isinstance(stream, io.RawIOBase):
+            # werkzeug's LimitedStream is unbuffered: its readline reads a byte per call.
+            stream = io.BufferedReader(stream, READ_BUFFER)
+    else:
+        raise UnsupportedMediaType(
+            "send the CSV as the body with Content-Type: text/csv, or as multipart field 'file'",
+            field="Content-Type",
+        )
+    # A bounded readline: a line past the limit is refused without reading it all.
+    limit = services().settings.max_row_bytes + 3
+    return iter(lambda: stream.readline(limit), b"")
 
 
 @bp.post("/v1/jobs")
@@ -135,7 +145,12 @@ def submit():
     settings = svc.settings
     manifest = svc.manifest()
     layout, chunks = csvio.split_upload(
-        _upload_lines(), manifest.feature_names, settings.chunk_rows, settings.max_rows_per_job
+        _upload_lines(),
+        manifest.feature_names,
+        settings.chunk_rows,
+        settings.max_rows_per_job,
+        settings.max_columns,
+        settings.max_row_bytes,
     )
     job_id = svc.jobs.new_id()
     tasks: list[list] = []
@@ -154,7 +169,7 @@ def submit():
         if rows_total == 0:
             raise Unprocessable("the file has a header row but no data rows", field="file")
         svc.jobs.create(
-            job_id, "batch", OWNER, rows_total, len(tasks), json.dumps(layout.to_json())
+            job_id, "batch", tenant(), rows_total, len(tasks), json.dumps(layout.to_json())
         )
         svc.send(SCORE_CHUNK, tasks)
     except BaseException:

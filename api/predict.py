@@ -7,9 +7,10 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from api.jobs import OWNER, accepted, predictions_body
+from api.auth import tenant
+from api.jobs import accepted, predictions_body
 from api.services import services
-from core.errors import BadRequest, ServiceError, Timeout
+from core.errors import BadRequest, PayloadTooLarge, ServiceError, Timeout
 from core.features import parse_instances, parse_row
 from core.jobs import Job, JobStatus
 from core.queue import SCORE_INSTANCES
@@ -23,7 +24,16 @@ class ScoringFailed(ServiceError):
 
 
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(force=True, silent=True)
+    limit = services().settings.max_json_bytes
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge(f"the body is over {limit} bytes", field="body")
+    raw = request.stream.read(limit + 1)  # bounded, also without a Content-Length
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"the body is over {limit} bytes", field="body")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        body = None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", field="body")
     return body
@@ -34,7 +44,7 @@ def _submit(rows: list[list[float]]) -> str:
     job_id = svc.jobs.new_id()
     svc.jobs.put_inputs(job_id, [(0, json.dumps({"instances": rows}).encode())])
     try:
-        svc.jobs.create(job_id, "predict", OWNER, len(rows), 1)
+        svc.jobs.create(job_id, "predict", tenant(), len(rows), 1)
         svc.send(SCORE_INSTANCES, [[job_id]])
     except BaseException:
         svc.jobs.discard(job_id, 1)

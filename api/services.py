@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from celery import Celery
@@ -31,6 +32,8 @@ class Services:
     presence: Presence
     celery: Celery
     event_slots: threading.BoundedSemaphore | None = None
+    keys: Any = None  # api.auth.KeyRing, or None when the API is open
+    rate_script: Any = None
     _manifest: tuple[float, Manifest | None] = (0.0, None)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -93,20 +93,30 @@ def _parse_record(record: bytes, row: int | str) -> list[str]:
     return next(csv.reader([text]), [])
 
 
-def iter_records(lines: Iterable[bytes]) -> Iterator[bytes]:
-    """Join physical lines into CSV records: a newline inside quotes does not end a record."""
+def iter_records(lines: Iterable[bytes], max_bytes: int = 0) -> Iterator[bytes]:
+    """Join physical lines into CSV records: a newline inside quotes does not end a record.
+
+    :raises PayloadTooLarge: for a record over ``max_bytes`` (when set).
+    """
     pending: list[bytes] = []
+    pending_size = 0
     in_quotes = False
-    for line in lines:
+    for number, line in enumerate(lines, 1):
+        if max_bytes and (len(line) + pending_size > max_bytes + 2):  # + CRLF
+            raise PayloadTooLarge(
+                f"line {number} of the file is longer than {max_bytes} bytes",
+                field=f"line {number}",
+            )
         if line.count(b'"') % 2:
             in_quotes = not in_quotes
         if in_quotes:
             pending.append(line)
+            pending_size += len(line)
             continue
         if pending:
             pending.append(line)
             line = b"".join(pending)
-            pending = []
+            pending, pending_size = [], 0
         yield line
     if pending:
         yield b"".join(pending)
@@ -121,19 +131,27 @@ def split_upload(
     feature_names: Sequence[str],
     chunk_rows: int,
     max_rows: int,
+    max_columns: int = 0,
+    max_row_bytes: int = 0,
 ) -> tuple[Layout, Iterator[Chunk]]:
     """Read the header (or first row) now; yield chunks of ``chunk_rows`` rows as they are read.
 
-    :raises BadRequest, Unprocessable: for an empty file or one without usable feature columns
-        (at once); PayloadTooLarge past ``max_rows`` rows (while iterating).
+    :raises BadRequest, Unprocessable: for an empty file or one without usable feature columns,
+        PayloadTooLarge for too many columns (at once); PayloadTooLarge past ``max_rows`` rows
+        or for a row over ``max_row_bytes`` (while iterating).
     """
-    records = (r for r in iter_records(lines) if r.strip())
+    records = (r for r in iter_records(lines, max_row_bytes) if r.strip())
     first = next(records, None)
     if first is None:
         raise BadRequest("the file has no rows", field="file")
     if first.startswith(BOM):
         first = first[len(BOM) :]
     fields = _parse_record(first, 1)
+    if max_columns and len(fields) > max_columns:
+        raise PayloadTooLarge(
+            f"the file has {len(fields)} columns; at most {max_columns} are accepted",
+            field="header",
+        )
     wanted = {normalize_name(f) for f in feature_names}
     is_header = any(normalize_name(f) in wanted for f in fields) or any(
         isinstance(parse_value(f), str) for f in fields

@@ -51,6 +51,11 @@ class Unprocessable(ServiceError):
     code = "invalid_input"
 
 
+class TooManyRequests(ServiceError):
+    status = 429
+    code = "rate_limited"
+
+
 class Unavailable(ServiceError):
     status = 503
     code = "unavailable"

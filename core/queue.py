@@ -42,6 +42,9 @@ def make_celery(settings: Settings) -> Celery:
         # store caps how often one chunk may come back (see worker.tasks).
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A task killed by its time limit comes back too; the redelivery cap ends it.
+        task_acks_on_timeout=False,
+        task_acks_on_failure=True,
         worker_prefetch_multiplier=1,
         worker_concurrency=settings.worker_concurrency or None,  # None: one process per core
         task_time_limit=settings.task_time_limit_seconds,
@@ -54,6 +57,10 @@ def make_celery(settings: Settings) -> Celery:
             "socket_connect_timeout": timeout,
             "socket_timeout": timeout * 2,
             "max_retries": 1,
+            # Tasks of a worker that died come back once older than the visibility timeout;
+            # look for them this often (kombu's default is 10 s x 10 calls).
+            "unacked_restore_interval": settings.restore_interval_seconds,
+            "unacked_restore_throttle": 1,
         },
         task_publish_retry=True,
         task_publish_retry_policy=PUBLISH_RETRY,

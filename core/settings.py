@@ -45,6 +45,8 @@ class Settings:
     visibility_timeout_seconds: int = 3600
     #: Hard limit on one task; well below the visibility timeout.
     task_time_limit_seconds: int = 300
+    #: How often a worker looks for tasks whose worker died (older than the visibility timeout).
+    restore_interval_seconds: int = 30
     #: How often each worker process reports that it is alive with its model.
     heartbeat_seconds: float = 5.0
     #: A worker not heard from for this long does not count for /readyz.
@@ -59,6 +61,23 @@ class Settings:
     worker_concurrency: int = 0
     #: Prefix of every Redis key the service owns.
     key_prefix: str = "iq"
+    #: "tenant:key,tenant:key": turns API keys on. Without keys the API only binds to loopback.
+    api_keys: str = ""
+    #: A file of "tenant:sha256-of-key" lines, instead of (or beside) API_KEYS.
+    api_keys_file: str = ""
+    #: Requests per minute per tenant (0: no limit); counted in Redis, across API processes.
+    rate_limit_per_minute: int = 6000
+    #: Most columns in an uploaded CSV, and most bytes in one of its rows (413 above either).
+    max_columns: int = 200
+    max_row_bytes: int = 65536
+    #: Largest JSON body (/predict, /v1/predict).
+    max_json_bytes: int = 2 * _MiB
+    #: Where gunicorn and Celery prefork processes keep Prometheus metrics (made if missing).
+    metrics_dir: str = ""
+    #: Port of the Celery and stream workers' /metrics (0: off). Each worker adds its offset.
+    worker_metrics_port: int = 0
+    #: "json" for JSON log lines (the default), "text" for plain ones.
+    log_format: str = "json"
     #: Live job events (SSE) open at once per API process; each holds a thread. 0: half the threads.
     event_streams: int = 0
     #: Redis Streams: where producers append records, where results go, and the dead letters.

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def test_dockerfiles_are_slim_non_root_and_pass_hadolint(name):
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
 def test_docker_compose_config_validates():
-    env = {**os.environ, "REDIS_PASSWORD": "test-password"}
+    env = {**os.environ, "REDIS_PASSWORD": "test-password", "API_KEYS": "team:test-key"}
     result = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
         capture_output=True, text=True, env=env,
@@ -84,19 +85,31 @@ def test_docker_compose_config_validates():
     assert result.returncode == 0, result.stderr
     missing = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-        capture_output=True, text=True, env={k: v for k, v in env.items() if k != "REDIS_PASSWORD"},
+        capture_output=True, text=True, env={k: v for k, v in env.items() if k != "API_KEYS"},
     )  # fmt: skip
-    assert missing.returncode != 0 and "REDIS_PASSWORD" in missing.stderr
+    assert missing.returncode != 0 and "API_KEYS" in missing.stderr
 
 
 def _compose_env(service: str, settings: Settings, port: int) -> dict[str, str]:
     """The service's compose environment, pointed at the test Redis on loopback."""
     env = {k: str(v) for k, v in SERVICES[service]["environment"].items()}
     prefix = settings.key_prefix + "c"
+    if "API_KEYS" in env:
+        env["API_KEYS"] = "compose:test-key"
     env.update(REDIS_URL=settings.redis_url, HOST="127.0.0.1", PORT=str(port),
                MODEL_REGISTRY=settings.model_registry, KEY_PREFIX=prefix, HEARTBEAT_SECONDS="0.5",
                STREAM_INPUT=prefix + ":requests", STREAM_OUTPUT=prefix + ":results")  # fmt: skip
     return env
+
+
+def _call(url: str, data: bytes | None = None, content_type: str = "", raw: bool = False):
+    headers = {"X-API-Key": "test-key"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    request = urllib.request.Request(url, data=data, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+    return body if raw else json.loads(body)
 
 
 def test_compose_services_work_together_locally(settings):
@@ -119,22 +132,23 @@ def test_compose_services_work_together_locally(settings):
             assert time.monotonic() < deadline, logs
             assert all(p.poll() is None for p in started), logs
             time.sleep(0.3)
-        request = urllib.request.Request(
-            base + "/v1/jobs", data=b"id,sepal_length,sepal_width,petal_length,petal_width\n"
-            b"x1,5.1,3.5,1.4,0.2\nx2,6.7,3.0,5.2,2.3\n", headers={"Content-Type": "text/csv"},
-        )  # fmt: skip
-        with urllib.request.urlopen(request, timeout=10) as response:
-            job = json.loads(response.read())
+        csv = b"id,sepal_length,sepal_width,petal_length,petal_width\nx1,5.1,3.5,1.4,0.2\n"
+        csv += b"x2,6.7,3.0,5.2,2.3\n"
+        unauthenticated = urllib.request.Request(base + "/v1/jobs", data=csv)
+        try:
+            urllib.request.urlopen(unauthenticated, timeout=10)
+            raise AssertionError("compose's API took a job without a key")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
+        job = _call(base + "/v1/jobs", data=csv, content_type="text/csv")
         deadline = time.monotonic() + 30
         while True:
-            with urllib.request.urlopen(base + job["status_url"], timeout=10) as response:
-                status = json.loads(response.read())
+            status = _call(base + job["status_url"])
             if status["status"] == "succeeded" or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         assert status["status"] == "succeeded", status
-        with urllib.request.urlopen(base + status["result_url"], timeout=10) as response:
-            lines = response.read().decode().splitlines()
+        lines = _call(base + status["result_url"], raw=True).decode().splitlines()
         assert [line.split(",")[0] for line in lines] == ["id", "x1", "x2"]
         assert [line.split(",")[5] for line in lines[1:]] == ["setosa", "virginica"]
         # and the stream service answers a record appended by a plain Redis client

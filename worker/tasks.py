@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+import logging
+import time
+from collections.abc import Callable
 
+from celery import shared_task
+from celery.exceptions import Reject
+
+from core.connection import REDIS_DOWN
 from core.queue import SCORE_CHUNK, SCORE_INSTANCES
 from worker import batch
 from worker.runtime import ModelRuntime
 
+log = logging.getLogger(__name__)
 _runtime: ModelRuntime | None = None
 
 
@@ -26,11 +33,27 @@ def runtime() -> ModelRuntime:
     return _runtime
 
 
+def _requeue_if_redis_fails(work: Callable[[], str]) -> str:
+    """Run ``work``; if Redis drops mid-task, put the message back rather than lose the chunk.
+
+    (An acknowledged failure would drop the chunk, and the job would never end. The delivery
+    count in the job record still caps how often this can happen.)
+    """
+    try:
+        return work()
+    except REDIS_DOWN as exc:
+        log.warning("redis unreachable mid-task (%s); requeueing", exc)
+        time.sleep(1)
+        raise Reject(str(exc), requeue=True) from exc
+
+
 @shared_task(name=SCORE_CHUNK)
 def score_chunk(job_id: str, chunk: int, first_row: int, rows: int) -> str:
-    return batch.score_chunk(runtime(), job_id, chunk, first_row, rows)
+    return _requeue_if_redis_fails(
+        lambda: batch.score_chunk(runtime(), job_id, chunk, first_row, rows)
+    )
 
 
 @shared_task(name=SCORE_INSTANCES)
 def score_instances(job_id: str) -> str:
-    return batch.score_instances(runtime(), job_id)
+    return _requeue_if_redis_fails(lambda: batch.score_instances(runtime(), job_id))
