@@ -261,10 +261,9 @@ class JobStore:
         if job is None or job.status.finished or timeout <= 0:
             return job
         notify = self.key(job_id, "notify")
-        got = blocking.blpop([notify], timeout=timeout)
-        if got is not None:
-            # Put the signal back for any other client waiting on the same job.
-            blocking.rpush(notify, got[1])
+        # Rotate the list onto itself rather than pop it: the signal stays for any other
+        # client waiting on the same job, and the key keeps its TTL.
+        blocking.blmove(notify, notify, timeout, "LEFT", "RIGHT")
         return self.get(job_id)
 
     def iter_parts(self, job_id: str, part: str, chunks: int, batch: int = 32) -> Iterator[bytes]:

@@ -48,7 +48,8 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_concurrency=settings.worker_concurrency or None,  # None: one process per core
         task_time_limit=settings.task_time_limit_seconds,
-        task_soft_time_limit=max(1, settings.task_time_limit_seconds - 10),
+        # The soft limit leaves room to put the task back before the hard limit kills it.
+        task_soft_time_limit=settings.task_time_limit_seconds * 0.8,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

@@ -41,10 +41,11 @@ class Settings:
     max_wait_seconds: float = 30.0
     #: How many times one chunk may be delivered before its rows are failed.
     max_deliveries: int = 3
-    #: Redis broker visibility timeout: an unacked task is redelivered after this long.
-    visibility_timeout_seconds: int = 3600
+    #: Redis broker visibility timeout: a task taken by a worker that died (or cut off by a
+    #: Redis restart) is delivered again after this long. Chunks take well under a second.
+    visibility_timeout_seconds: int = 600
     #: Hard limit on one task; well below the visibility timeout.
-    task_time_limit_seconds: int = 300
+    task_time_limit_seconds: int = 120
     #: How often a worker looks for tasks whose worker died (older than the visibility timeout).
     restore_interval_seconds: int = 30
     #: How often each worker process reports that it is alive with its model.

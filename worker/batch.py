@@ -2,8 +2,8 @@
 
 Each is safe to run twice (the job store counts a chunk once) and checks the job record before
 scoring, so a cancelled job starts no new chunk whatever Celery still holds. A chunk that cannot
-be scored fails its rows with the reason, so a job always ends; only an unreachable Redis is left
-to Celery's redelivery, since then nothing can be recorded.
+be scored fails its rows with the reason, so a job always ends; an unreachable Redis or a task
+over its time limit goes back to the queue instead, under the same delivery cap.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import logging
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 
 from core import csvio
 from core.connection import REDIS_DOWN
@@ -21,6 +22,10 @@ from worker.runtime import ModelRuntime
 from worker.scoring import as_json, score
 
 log = logging.getLogger(__name__)
+
+#: Failures that say nothing about the chunk itself: the task goes back on the queue
+#: (worker.tasks), and the delivery cap still ends a chunk that always hits them.
+RETRYABLE = (*REDIS_DOWN, SoftTimeLimitExceeded)
 
 
 class ChunkFailed(Exception):
@@ -67,7 +72,7 @@ def score_chunk(rt: ModelRuntime, job_id: str, chunk: int, first_row: int, rows:
         parsed = csvio.parse_chunk(start.data or b"", layout, manifest.feature_names, first_row)
         class_ids, probabilities = score(model, parsed.features)
         output = csvio.format_scored(parsed, layout, manifest.class_names, class_ids, probabilities)
-    except REDIS_DOWN:
+    except RETRYABLE:
         raise
     except Exception as exc:
         return _fail(rt, job_id, chunk, first_row, rows, exc)
@@ -97,7 +102,7 @@ def score_instances(rt: ModelRuntime, job_id: str) -> str:
                 f"model {manifest.version} takes {len(manifest.feature_names)} features"
             )
         class_ids, probabilities = score(model, features)
-    except REDIS_DOWN:
+    except RETRYABLE:
         raise
     except Exception as exc:
         return _fail(rt, job_id, 0, 1, len(instances), exc)

@@ -7,9 +7,8 @@ import time
 from collections.abc import Callable
 
 from celery import shared_task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
-from core.connection import REDIS_DOWN
 from core.queue import SCORE_CHUNK, SCORE_INSTANCES
 from worker import batch
 from worker.runtime import ModelRuntime
@@ -33,27 +32,28 @@ def runtime() -> ModelRuntime:
     return _runtime
 
 
-def _requeue_if_redis_fails(work: Callable[[], str]) -> str:
-    """Run ``work``; if Redis drops mid-task, put the message back rather than lose the chunk.
+def _requeue_on_retryable(work: Callable[[], str]) -> str:
+    """Run ``work``; if Redis drops or the soft time limit hits, put the message back.
 
     (An acknowledged failure would drop the chunk, and the job would never end. The delivery
     count in the job record still caps how often this can happen.)
     """
     try:
         return work()
-    except REDIS_DOWN as exc:
-        log.warning("redis unreachable mid-task (%s); requeueing", exc)
-        time.sleep(1)
-        raise Reject(str(exc), requeue=True) from exc
+    except batch.RETRYABLE as exc:
+        log.warning("task interrupted (%r); requeueing it", exc)
+        if not isinstance(exc, SoftTimeLimitExceeded):
+            time.sleep(1)  # Redis is away: do not spin
+        raise Reject(repr(exc), requeue=True) from exc
 
 
 @shared_task(name=SCORE_CHUNK)
 def score_chunk(job_id: str, chunk: int, first_row: int, rows: int) -> str:
-    return _requeue_if_redis_fails(
+    return _requeue_on_retryable(
         lambda: batch.score_chunk(runtime(), job_id, chunk, first_row, rows)
     )
 
 
 @shared_task(name=SCORE_INSTANCES)
 def score_instances(job_id: str) -> str:
-    return _requeue_if_redis_fails(lambda: batch.score_instances(runtime(), job_id))
+    return _requeue_on_retryable(lambda: batch.score_instances(runtime(), job_id))
