@@ -169,7 +169,13 @@ def submit():
         if rows_total == 0:
             raise Unprocessable("the file has a header row but no data rows", field="file")
         svc.jobs.create(
-            job_id, "batch", tenant(), rows_total, len(tasks), json.dumps(layout.to_json())
+            job_id,
+            "batch",
+            tenant(),
+            rows_total,
+            len(tasks),
+            json.dumps(layout.to_json()),
+            chunks=[(first, rows) for _, _, first, rows in tasks],
         )
         svc.send(SCORE_CHUNK, tasks)
     except BaseException:

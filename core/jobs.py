@@ -9,11 +9,15 @@ Keys, all under ``<prefix>:job:<id>`` and all expiring with the job:
   :tries        hash chunk -> deliveries, for the redelivery cap
   :notify       a list pushed once when the job ends, for clients that wait
   :events       a pub/sub channel told each time the job moves, for live event streams
+  :chunks       hash chunk -> "first_row rows", so a lost chunk can be sent again
+and ``<prefix>:jobs:active``, a sorted set of unfinished jobs by the time they last moved, which
+the sweeper (worker/sweeper.py) reads to find jobs whose task messages were lost.
 Each transition is one Lua script, so it is atomic and one round trip.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,11 +85,12 @@ class Job:
         )
 
 
-# KEYS: job, tries, in, events.  ARGV: chunk, now.
+# KEYS: job, tries, in, events, active.  ARGV: chunk, now, job id, now (epoch seconds).
 # -> {status, deliveries, layout, input} or {"gone"}
 _BEGIN = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
 local tries = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('ZADD', KEYS[5], 'XX', ARGV[4], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' then
@@ -97,8 +102,9 @@ return {status, tries, redis.call('HGET', KEYS[1], 'layout') or '',
         redis.call('GET', KEYS[3]) or false}
 """
 
-# KEYS: job, done, out, err, in, notify, events.
-# ARGV: chunk, out, err, rows ok, rows failed, now, model name, model version, chunk failure.
+# KEYS: job, done, out, err, in, notify, events, active.
+# ARGV: chunk, out, err, rows ok, rows failed, now, model name, model version, chunk failure,
+#       job id, now (epoch seconds).
 # -> 'gone' | 'duplicate' | 'counted' | the job's final status when this chunk was the last.
 _FINISH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
@@ -115,6 +121,7 @@ if ARGV[7] ~= '' then
 end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[9]) end
 if redis.call('SCARD', KEYS[2]) < tonumber(redis.call('HGET', KEYS[1], 'chunks_total')) then
+  redis.call('ZADD', KEYS[8], 'XX', ARGV[11], ARGV[10])
   redis.call('PUBLISH', KEYS[7], 'progress')
   return 'counted'
 end
@@ -126,11 +133,12 @@ if status == 'queued' or status == 'running' then
   redis.call('RPUSH', KEYS[6], status)
   redis.call('PEXPIRE', KEYS[6], ttl)
 end
+redis.call('ZREM', KEYS[8], ARGV[10])
 redis.call('PUBLISH', KEYS[7], status)
 return status
 """
 
-# KEYS: job, notify, events.  ARGV: now.  -> the status after the call, or 'gone'.
+# KEYS: job, notify, events, active.  ARGV: now, job id.  -> the status after, or 'gone'.
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'gone' end
@@ -141,6 +149,7 @@ if status == 'queued' or status == 'running' then
   redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
   redis.call('PUBLISH', KEYS[3], status)
 end
+redis.call('ZREM', KEYS[4], ARGV[2])
 return status
 """
 
@@ -161,6 +170,7 @@ class JobStore:
         self._begin = client.register_script(_BEGIN)
         self._finish = client.register_script(_FINISH)
         self._cancel = client.register_script(_CANCEL)
+        self.active = f"{settings.key_prefix}:jobs:active"
 
     def key(self, job_id: str, *parts: object) -> str:
         return ":".join([self.settings.key_prefix, "job", job_id, *map(str, parts)])
@@ -184,7 +194,10 @@ class JobStore:
         rows_total: int,
         chunks_total: int,
         layout: str = "",
+        chunks: list[tuple[int, int]] | None = None,
     ) -> None:
+        """Record a new job; ``chunks`` gives each chunk's (first row, rows)."""
+        chunks = chunks or [(1, rows_total)] * min(chunks_total, 1)
         record = {
             "kind": kind,
             "status": JobStatus.QUEUED.value,
@@ -196,17 +209,25 @@ class JobStore:
             "created_at": now_iso(),
             "layout": layout,
         }
+        meta = {n: f"{first} {rows}" for n, (first, rows) in enumerate(chunks)}
         pipe = self.r.pipeline()
         pipe.hset(self.key(job_id), mapping=record)
         pipe.expire(self.key(job_id), self.ttl)
+        if meta:
+            pipe.hset(self.key(job_id, "chunks"), mapping=meta)
+            pipe.expire(self.key(job_id, "chunks"), self.ttl)
+        pipe.zadd(self.active, {job_id: time.time()})
         pipe.execute()
 
     def discard(self, job_id: str, chunks_total: int) -> None:
         """Remove everything of a job that could not be enqueued."""
         keys = [self.key(job_id, "in", n) for n in range(chunks_total)]
-        for suffix in ("", "done", "tries", "notify"):
+        for suffix in ("", "done", "tries", "notify", "chunks"):
             keys.append(self.key(job_id, suffix) if suffix else self.key(job_id))
-        self.r.delete(*keys)
+        pipe = self.r.pipeline()
+        pipe.delete(*keys)
+        pipe.zrem(self.active, job_id)
+        pipe.execute()
 
     def get(self, job_id: str) -> Job | None:
         data = self.r.hgetall(self.key(job_id))
@@ -219,8 +240,9 @@ class JobStore:
             self.key(job_id, "tries"),
             self.key(job_id, "in", chunk),
             self.key(job_id, "events"),
+            self.active,
         ]
-        res = self._begin(keys=keys, args=[chunk, now_iso()])
+        res = self._begin(keys=keys, args=[chunk, now_iso(), job_id, time.time()])
         if res[0] == b"gone":
             return None
         return ChunkStart(JobStatus(res[0].decode()), int(res[1]), res[2].decode(), res[3])
@@ -245,14 +267,21 @@ class JobStore:
             self.key(job_id, "in", chunk),
             self.key(job_id, "notify"),
             self.key(job_id, "events"),
+            self.active,
         ]
         name, version = model or ("", "")
         args = [chunk, output, errors, rows_ok, rows_failed, now_iso(), name, version, failure]
+        args += [job_id, time.time()]
         return self._finish(keys=keys, args=args).decode()
 
     def cancel(self, job_id: str) -> str:
-        keys = [self.key(job_id), self.key(job_id, "notify"), self.key(job_id, "events")]
-        res = self._cancel(keys=keys, args=[now_iso()])
+        keys = [
+            self.key(job_id),
+            self.key(job_id, "notify"),
+            self.key(job_id, "events"),
+            self.active,
+        ]
+        res = self._cancel(keys=keys, args=[now_iso(), job_id])
         return res.decode()
 
     def wait(self, job_id: str, timeout: float, blocking: redis.Redis) -> Job | None:
@@ -265,6 +294,33 @@ class JobStore:
         # client waiting on the same job, and the key keeps its TTL.
         blocking.blmove(notify, notify, timeout, "LEFT", "RIGHT")
         return self.get(job_id)
+
+    def stalled(self, idle_seconds: float, limit: int = 100) -> list[str]:
+        """Unfinished jobs that have not moved for ``idle_seconds``."""
+        ids = self.r.zrangebyscore(self.active, 0, time.time() - idle_seconds, start=0, num=limit)
+        return [i.decode() for i in ids]
+
+    def missing_chunks(self, job_id: str) -> tuple[Job | None, list[tuple[int, int, int]]]:
+        """The job and its chunks not done yet: (chunk, first row, rows)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(self.key(job_id))
+        pipe.smembers(self.key(job_id, "done"))
+        pipe.hgetall(self.key(job_id, "chunks"))
+        record, done, meta = pipe.execute()
+        if not record:
+            self.r.zrem(self.active, job_id)  # expired: nothing left to recover
+            return None, []
+        job = Job.from_hash(job_id, record)
+        finished = {int(n) for n in done}
+        missing = []
+        for n, value in meta.items():
+            if int(n) not in finished:
+                first, rows = map(int, value.split())
+                missing.append((int(n), first, rows))
+        return job, sorted(missing)
+
+    def touch(self, job_id: str) -> None:
+        self.r.zadd(self.active, {job_id: time.time()}, xx=True)
 
     def iter_parts(self, job_id: str, part: str, chunks: int, batch: int = 32) -> Iterator[bytes]:
         """Each chunk's stored ``out`` or ``err`` bytes, in chunk order, a few GETs per trip."""

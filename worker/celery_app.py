@@ -9,13 +9,14 @@ from core.queue import make_celery
 from core.settings import Settings
 from worker import tasks
 from worker.runtime import ModelRuntime
+from worker.sweeper import sweep
 
 settings = Settings.from_env()
 app = make_celery(settings)
 
 
 def _start_runtime() -> None:
-    runtime = ModelRuntime(settings)
+    runtime = ModelRuntime(settings, chores=lambda: sweep(runtime.store, app, settings))
     tasks.bind(runtime)
     runtime.start()
 

@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from core import registry
@@ -25,7 +26,10 @@ log = logging.getLogger(__name__)
 
 
 class ModelRuntime:
-    def __init__(self, settings: Settings, kind: str = "celery") -> None:
+    def __init__(
+        self, settings: Settings, kind: str = "celery", chores: Callable[[], object] | None = None
+    ) -> None:
+        """``chores`` runs after each heartbeat (the Celery workers sweep for lost chunks)."""
         self.settings = settings
         self.kind = kind
         self.name = f"{socket.gethostname()}:{os.getpid()}:{kind}"
@@ -37,6 +41,7 @@ class ModelRuntime:
         self._loaded = threading.Event()
         self._lock = threading.Lock()
         self._started = False
+        self._chores = chores
         self._client = connect(settings)
         self.store = JobStore(self._client, settings)
         self.presence = Presence(self._client, settings)
@@ -54,6 +59,11 @@ class ModelRuntime:
         self._load()
         while True:
             self.beat()
+            if self._chores is not None:
+                try:
+                    self._chores()
+                except Exception as exc:  # Redis away: the next round tries again
+                    log.warning("%s failed: %s", getattr(self._chores, "__name__", "chore"), exc)
             time.sleep(self.settings.heartbeat_seconds)
 
     def _load(self) -> None:
