@@ -6,6 +6,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
+from typing import BinaryIO
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
@@ -80,8 +81,8 @@ def load_job(job_id: str) -> Job:
     return job
 
 
-def _upload_lines() -> Iterator[bytes]:
-    """The uploaded file's lines, read as they arrive: raw text/csv or multipart field "file"."""
+def _upload() -> BinaryIO:
+    """The uploaded file, read as it arrives: raw text/csv or multipart field "file"."""
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
         upload = request.files.get("file")
@@ -89,20 +90,17 @@ def _upload_lines() -> Iterator[bytes]:
             raise UnsupportedMediaType(
                 "multipart upload needs the CSV in a field named 'file'", field="file"
             )
-        stream = upload.stream
-    elif mimetype in CSV_TYPES:
+        return upload.stream
+    if mimetype in CSV_TYPES:
         stream = request.stream
         if isinstance(stream, io.RawIOBase):
             # werkzeug's LimitedStream is unbuffered: its readline reads a byte per call.
-            stream = io.BufferedReader(stream, READ_BUFFER)
-    else:
-        raise UnsupportedMediaType(
-            "send the CSV as the body with Content-Type: text/csv, or as multipart field 'file'",
-            field="Content-Type",
-        )
-    # A bounded readline: a line past the limit is refused without reading it all.
-    limit = services().settings.max_row_bytes + 3
-    return iter(lambda: stream.readline(limit), b"")
+            return io.BufferedReader(stream, READ_BUFFER)
+        return stream
+    raise UnsupportedMediaType(
+        "send the CSV as the body with Content-Type: text/csv, or as multipart field 'file'",
+        field="Content-Type",
+    )
 
 
 @bp.post("/v1/jobs")
@@ -145,7 +143,7 @@ def submit():
     settings = svc.settings
     manifest = svc.manifest()
     layout, chunks = csvio.split_upload(
-        _upload_lines(),
+        _upload(),
         manifest.feature_names,
         settings.chunk_rows,
         settings.max_rows_per_job,

@@ -10,13 +10,13 @@ import csv
 import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
 from core.errors import BadRequest, PayloadTooLarge, Unprocessable
 from core.features import normalize_name, parse_value
 
-BOM = b"\xef\xbb\xbf"
 #: Characters that make a spreadsheet treat a cell as a formula (OWASP: CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -82,52 +82,49 @@ class Chunk:
     index: int
     first_row: int  # 1-based data row number of the chunk's first row
     rows: int
-    data: bytes  # the rows, each ending in "\n", without the header
+    data: bytes  # the rows as CSV, without the header
 
 
-def _parse_record(record: bytes, row: int | str) -> list[str]:
-    try:
-        text = record.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest(f"row {row} is not valid UTF-8", field=f"row {row}") from None
-    return next(csv.reader([text]), [])
-
-
-def iter_records(lines: Iterable[bytes], max_bytes: int = 0) -> Iterator[bytes]:
-    """Join physical lines into CSV records: a newline inside quotes does not end a record.
-
-    :raises PayloadTooLarge: for a record over ``max_bytes`` (when set).
-    """
-    pending: list[bytes] = []
-    pending_size = 0
-    in_quotes = False
-    for number, line in enumerate(lines, 1):
-        if max_bytes and (len(line) + pending_size > max_bytes + 2):  # + CRLF
+def _lines(text: io.TextIOBase, max_row_bytes: int) -> Iterator[str]:
+    """The upload's lines, decoded; a line over the limit is refused without reading it all."""
+    number = 0
+    while True:
+        try:
+            line = text.readline(max_row_bytes + 2 if max_row_bytes else -1)
+        except UnicodeDecodeError:
+            raise BadRequest(
+                f"line {number + 1} is not valid UTF-8", field=f"line {number + 1}"
+            ) from None
+        if not line:
+            return
+        number += 1
+        if max_row_bytes and len(line.rstrip("\r\n")) > max_row_bytes:
             raise PayloadTooLarge(
-                f"line {number} of the file is longer than {max_bytes} bytes",
+                f"line {number} of the file is longer than {max_row_bytes} characters",
                 field=f"line {number}",
             )
-        if line.count(b'"') % 2:
-            in_quotes = not in_quotes
-        if in_quotes:
-            pending.append(line)
-            pending_size += len(line)
-            continue
-        if pending:
-            pending.append(line)
-            line = b"".join(pending)
-            pending, pending_size = [], 0
         yield line
-    if pending:
-        yield b"".join(pending)
 
 
-def _normalized(record: bytes) -> bytes:
-    return record.rstrip(b"\r\n") + b"\n"
+def _rows(stream: BinaryIO, max_row_bytes: int) -> Iterator[list[str]]:
+    """CSV rows as the csv module reads a file opened with newline="" (quoted newlines, LF,
+    CRLF or CR, a UTF-8 BOM); blank rows are skipped."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    reader = csv.reader(_lines(text, max_row_bytes))
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            line = reader.line_num
+            raise BadRequest(f"line {line} is not valid CSV: {exc}", field=f"line {line}") from None
+        if any(field.strip() for field in row):
+            yield row
 
 
 def split_upload(
-    lines: Iterable[bytes],
+    stream: BinaryIO,
     feature_names: Sequence[str],
     chunk_rows: int,
     max_rows: int,
@@ -136,17 +133,19 @@ def split_upload(
 ) -> tuple[Layout, Iterator[Chunk]]:
     """Read the header (or first row) now; yield chunks of ``chunk_rows`` rows as they are read.
 
+    The API parses the upload once, as it arrives, and stores each chunk re-written as plain
+    CSV, so the worker reads exactly the rows the API counted.
+
     :raises BadRequest, Unprocessable: for an empty file or one without usable feature columns,
         PayloadTooLarge for too many columns (at once); PayloadTooLarge past ``max_rows`` rows
-        or for a row over ``max_row_bytes`` (while iterating).
+        or for a line over ``max_row_bytes``, BadRequest for text that is not UTF-8 CSV (while
+        iterating).
     """
-    records = (r for r in iter_records(lines, max_row_bytes) if r.strip())
-    first = next(records, None)
-    if first is None:
+    csv.field_size_limit(max(max_row_bytes, 131072))
+    rows = _rows(stream, max_row_bytes)
+    fields = next(rows, None)
+    if fields is None:
         raise BadRequest("the file has no rows", field="file")
-    if first.startswith(BOM):
-        first = first[len(BOM) :]
-    fields = _parse_record(first, 1)
     if max_columns and len(fields) > max_columns:
         raise PayloadTooLarge(
             f"the file has {len(fields)} columns; at most {max_columns} are accepted",
@@ -157,25 +156,25 @@ def split_upload(
         isinstance(parse_value(f), str) for f in fields
     )
     layout = Layout.build(fields if is_header else None, len(fields), feature_names)
-    leading = [] if is_header else [_normalized(first)]
+    leading = [] if is_header else [fields]
 
     def chunks() -> Iterator[Chunk]:
-        buffer: list[bytes] = list(leading)
+        buffer: list[list[str]] = list(leading)
         index = 0
         first_row = 1
         total = len(buffer)
-        for record in records:
-            buffer.append(_normalized(record))
+        for row in rows:
+            buffer.append(row)
             total += 1
             if total > max_rows:
                 raise PayloadTooLarge(f"the file has more than {max_rows} rows", field="file")
             if len(buffer) >= chunk_rows:
-                yield Chunk(index, first_row, len(buffer), b"".join(buffer))
+                yield Chunk(index, first_row, len(buffer), write_rows(buffer))
                 index += 1
                 first_row += len(buffer)
                 buffer = []
         if buffer:
-            yield Chunk(index, first_row, len(buffer), b"".join(buffer))
+            yield Chunk(index, first_row, len(buffer), write_rows(buffer))
 
     return layout, chunks()
 
@@ -219,8 +218,9 @@ def escape_cell(value: str) -> str:
 
 
 def write_rows(rows: Iterable[Sequence[object]]) -> bytes:
+    """CSV with CRLF line ends (RFC 4180): a field holding a lone CR is then quoted too."""
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows(rows)
+    csv.writer(out, lineterminator="\r\n").writerows(rows)
     return out.getvalue().encode("utf-8")
 
 

@@ -50,8 +50,9 @@ def test_submit_waits_and_writes_the_same_result_as_the_api(api_url, tmp_path):
 
     status = qinfer(api_url, "status", job_id)
     assert json.loads(status.stdout)["status"] == "succeeded"
-    again = qinfer(api_url, "result", job_id)
-    assert again.stdout.encode() == result
+    again = tmp_path / "again.csv"
+    assert qinfer(api_url, "result", job_id, "-o", str(again)).returncode == 0
+    assert again.read_bytes() == result
     refused = qinfer(api_url, "cancel", job_id)
     assert refused.returncode == 1
     assert refused.stderr.strip() == f"qinfer: 409: job {job_id} already succeeded"

@@ -74,7 +74,7 @@ def test_headerless_file_with_wrong_width_is_refused():
 def test_empty_file_and_bad_utf8_and_too_many_rows():
     with pytest.raises(BadRequest, match="no rows"):
         split("\n\n")
-    with pytest.raises(BadRequest, match="row 1 is not valid UTF-8"):
+    with pytest.raises(BadRequest, match="line 1 is not valid UTF-8"):
         split(b"\xff\xfe,1,2,3\n")
     with pytest.raises(PayloadTooLarge):
         split("1,2,3,4\n" * 11, max_rows=10)
