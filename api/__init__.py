@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Flask
 
-from api import auth, docs, errors, events, health, jobs, predict
+from api import auth, docs, errors, events, health, jobs, observe, predict
 from api.services import Services
 from core.settings import Settings
 
@@ -26,8 +25,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(test_config)
     app.extensions["inference"] = Services.build(settings)
     errors.init_app(app)
+    observe.init_app(app)
     auth.init_app(app)
-    for module in (health, predict, jobs, events, docs):
+    for module in (health, predict, jobs, events, docs, observe):
         app.register_blueprint(module.bp)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return app

@@ -84,10 +84,24 @@ SCHEMAS = {
         "properties": {
             "job_id": {"type": "string"},
             "status": {"type": "string"},
-            "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
+            "predictions": {
+                "type": "array",
+                "items": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/Prediction"},
+                        {"$ref": "#/components/schemas/RowError"},
+                    ]
+                },
+            },
             "model": {"$ref": "#/components/schemas/ModelRef"},
             "error": _NULLABLE_STR,
         },
+    },
+    "RowError": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+        "description": "A row the model could not score, and why.",
     },
     "ModelRef": {
         "type": "object",

@@ -1,5 +1,9 @@
 """gunicorn settings, taken from the same environment variables as everything else."""
 
+import os
+import tempfile
+
+from core import metrics
 from core.settings import Settings
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -18,3 +22,17 @@ threads = _settings.api_threads
 timeout = int(max(_settings.max_wait_seconds, _settings.predict_timeout_seconds)) + 30
 graceful_timeout = 10
 accesslog = "-"
+if _settings.log_format == "json":
+    access_log_format = (
+        '{"component": "api-access", "remote": "%(h)s", "request": "%(r)s", '
+        '"status": %(s)s, "bytes": "%(b)s", "seconds": %(L)s}'
+    )
+
+# gunicorn's processes share their Prometheus values through files in one directory.
+metrics.use_dir(
+    os.path.join(_settings.metrics_dir or tempfile.gettempdir(), f"iq-metrics-api-{os.getpid()}")
+)
+
+
+def child_exit(server, worker):  # gunicorn's hook: forget a dead process's live gauges
+    metrics.mark_dead(worker.pid)

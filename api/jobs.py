@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -12,12 +13,13 @@ from flask import Blueprint, Response, jsonify, request, url_for
 
 from api.auth import tenant
 from api.services import services
-from core import csvio
+from core import csvio, logs
 from core.errors import Conflict, NotFound, Unprocessable, UnsupportedMediaType
 from core.jobs import Job, JobStatus
 from core.queue import SCORE_CHUNK
 
 bp = Blueprint("jobs", __name__)
+log = logging.getLogger(__name__)
 
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 #: Chunks of input written to Redis per round trip while an upload streams in.
@@ -76,6 +78,7 @@ def load_job(job_id: str) -> Job:
     except ValueError:
         raise NotFound(f"no job {job_id!r}", field="job_id") from None
     job = services().jobs.get(job_id)
+    logs.job_id.set(job_id)
     if job is None or job.owner != tenant():
         raise NotFound(f"no job {job_id!r} (unknown, or expired)", field="job_id")
     return job
@@ -151,6 +154,7 @@ def submit():
         settings.max_row_bytes,
     )
     job_id = svc.jobs.new_id()
+    logs.job_id.set(job_id)
     tasks: list[list] = []
     rows_total = 0
     try:
@@ -176,6 +180,7 @@ def submit():
             chunks=[(first, rows) for _, _, first, rows in tasks],
         )
         svc.send(SCORE_CHUNK, tasks)
+        log.info("job queued: %d rows in %d chunks", rows_total, len(tasks))
     except BaseException:
         try:
             svc.jobs.discard(job_id, len(tasks))

@@ -10,7 +10,8 @@ from flask import Blueprint, jsonify, request
 from api.auth import tenant
 from api.jobs import accepted, predictions_body
 from api.services import services
-from core.errors import BadRequest, PayloadTooLarge, ServiceError, Timeout
+from core import logs
+from core.errors import BadRequest, PayloadTooLarge, ServiceError, Timeout, Unprocessable
 from core.features import parse_instances, parse_row
 from core.jobs import Job, JobStatus
 from core.queue import SCORE_INSTANCES
@@ -42,6 +43,7 @@ def _json_body() -> dict[str, Any]:
 def _submit(rows: list[list[float]]) -> str:
     svc = services()
     job_id = svc.jobs.new_id()
+    logs.job_id.set(job_id)
     svc.jobs.put_inputs(job_id, [(0, json.dumps({"instances": rows}).encode())])
     try:
         svc.jobs.create(job_id, "predict", tenant(), len(rows), 1)
@@ -76,6 +78,7 @@ def predict_one():
             application/json:
               schema: {$ref: "#/components/schemas/Prediction"}
         400: {$ref: "#/components/responses/Error"}
+        413: {$ref: "#/components/responses/Error"}
         422: {$ref: "#/components/responses/Error"}
         503: {$ref: "#/components/responses/Error"}
         504: {$ref: "#/components/responses/Error"}
@@ -96,6 +99,8 @@ def predict_one():
     if job.status != JobStatus.SUCCEEDED:
         raise ScoringFailed(f"the prediction {job.status.value}: {job.error}", job_id=job_id)
     answer = predictions_body(job)["predictions"][0]
+    if "error" in answer:
+        raise Unprocessable(f"features: {answer['error']}", field="features", job_id=job_id)
     return jsonify({**answer, "model_version": job.model_version})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
@@ -184,6 +184,18 @@ class ParsedChunk:
     features: np.ndarray  # (rows scored, features)
     kept: list[list[str]]  # the fields of each row that will be scored
     errors: list[tuple[int, str]]  # (data row number, why it is not scored)
+    kept_rows: list[int] = field(default_factory=list)  # the data row number of each kept row
+
+    def drop(self, failed: dict[int, str]) -> ParsedChunk:
+        """The same chunk with the kept rows at these indexes moved to the errors."""
+        keep = [i for i in range(len(self.kept)) if i not in failed]
+        errors = self.errors + [(self.kept_rows[i], reason) for i, reason in failed.items()]
+        return ParsedChunk(
+            self.features[keep],
+            [self.kept[i] for i in keep],
+            sorted(errors),
+            [self.kept_rows[i] for i in keep],
+        )
 
 
 def parse_chunk(
@@ -194,6 +206,7 @@ def parse_chunk(
     kept: list[list[str]] = []
     values: list[list[float]] = []
     errors: list[tuple[int, str]] = []
+    kept_rows: list[int] = []
     for offset, fields in enumerate(csv.reader(io.StringIO(text, newline=""))):
         row = first_row + offset
         if len(fields) != layout.width:
@@ -205,9 +218,10 @@ def parse_chunk(
             errors.append((row, "; ".join(bad)))
             continue
         kept.append(fields)
+        kept_rows.append(row)
         values.append(parsed)  # type: ignore[arg-type]
     matrix = np.asarray(values, dtype=np.float64).reshape(len(values), len(feature_names))
-    return ParsedChunk(matrix, kept, errors)
+    return ParsedChunk(matrix, kept, errors, kept_rows)
 
 
 def escape_cell(value: str) -> str:

@@ -5,6 +5,7 @@ Trains and registers the Iris model first if none is registered. Ctrl-C or SIGTE
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from core.embedded_redis import EmbeddedRedis
+from core.embedded_redis import EmbeddedRedis, free_port
 from core.registry import active_version
 from core.settings import Settings
 
@@ -61,6 +62,12 @@ def main() -> int:
         redis_server = EmbeddedRedis(data_dir=None).start()
         settings = Settings.from_env(redis_url=redis_server.url)
         print(f"started the bundled Redis at {redis_server.url}")
+    ports = {}
+    if not settings.worker_metrics_port:
+        ports["worker_metrics_port"] = free_port()
+    if not settings.stream_metrics_port:
+        ports["stream_metrics_port"] = free_port()
+    settings = dataclasses.replace(settings, **ports)
     env = {**os.environ, **settings.env()}
     procs: dict[str, subprocess.Popen] = {}
     stopping = False
@@ -80,7 +87,10 @@ def main() -> int:
             print(
                 f"\nready: API {base}  (docs {base}/docs, health {base}/health)\n"
                 f"       stream: XADD {settings.stream_input} on {settings.redis_url}, "
-                f"results on {settings.stream_output}\n",
+                f"results on {settings.stream_output}\n"
+                f"       metrics: {base}/metrics, "
+                f"worker http://127.0.0.1:{settings.worker_metrics_port}/metrics, "
+                f"stream http://127.0.0.1:{settings.stream_metrics_port}/metrics\n",
                 flush=True,
             )
         elif not stopping:

@@ -75,8 +75,9 @@ class Settings:
     max_json_bytes: int = 2 * _MiB
     #: Where gunicorn and Celery prefork processes keep Prometheus metrics (made if missing).
     metrics_dir: str = ""
-    #: Port of the Celery and stream workers' /metrics (0: off). Each worker adds its offset.
+    #: Ports of the Celery worker's and the stream worker's /metrics (0: off).
     worker_metrics_port: int = 0
+    stream_metrics_port: int = 0
     #: "json" for JSON log lines (the default), "text" for plain ones.
     log_format: str = "json"
     #: Live job events (SSE) open at once per API process; each holds a thread. 0: half the threads.

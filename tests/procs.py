@@ -38,10 +38,12 @@ def log_of(proc: subprocess.Popen, tail: int = 3000) -> str:
     return Path(proc.log_path).read_text(errors="replace")[-tail:]  # type: ignore[attr-defined]
 
 
-def start_worker(settings: Settings, concurrency: int = 2, timeout: float = 60) -> subprocess.Popen:
+def start_worker(
+    settings: Settings, concurrency: int = 2, timeout: float = 60, loglevel: str = "WARNING"
+) -> subprocess.Popen:
     """A `celery worker` subprocess; returns once its processes report the model loaded."""
     cmd = local(COMMANDS["worker"])
-    cmd[cmd.index("INFO")] = "WARNING"
+    cmd[cmd.index("INFO")] = loglevel
     cmd += ["--concurrency", str(concurrency), "--without-mingle", "--without-gossip"]
     proc = spawn(cmd, settings)
     presence = Presence(connect(settings), settings)

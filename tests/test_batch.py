@@ -73,13 +73,15 @@ def test_bad_rows_are_listed_and_the_job_succeeds(client):
         "e,5.1,3.5,1.4\n"
         "f,five,3.5,1.4,0.2\n"
         "g,6.7,3.0,5.2,2.3\n"
+        "h,1e308,1e308,1e308,1e308\n"
     )
     job = wait_for_job(client, submit(client, text).get_json()["job_id"])
     assert job["status"] == "succeeded"
-    assert job["progress"] == {"rows_total": 7, "rows_done": 2, "rows_failed": 5}
+    assert job["progress"] == {"rows_total": 8, "rows_done": 2, "rows_failed": 6}
     assert [r["id"] for r in read_csv(client.get(job["result_url"]))] == ["a", "g"]
     errors = read_csv(client.get(job["errors_url"]))
-    assert [e["row"] for e in errors] == ["2", "3", "4", "5", "6"]
+    assert [e["row"] for e in errors] == ["2", "3", "4", "5", "6", "8"]
+    assert "cannot score this row" in errors[5]["error"]
     assert "sepal_width is missing" in errors[0]["error"]
     assert "NaN" in errors[1]["error"] and "infinite" in errors[2]["error"]
     assert "columns" in errors[3]["error"] and "not a number" in errors[4]["error"]

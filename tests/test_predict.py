@@ -154,3 +154,20 @@ def test_unknown_route_and_method_are_json(client):
     response = client.get("/predict")
     assert response.status_code == 405
     assert response.get_json()["error"]["code"] == "method_not_allowed"
+
+
+HUGE = [1e308, 1e308, 1e308, 1e308]  # finite, but it overflows inside the model's scaler
+
+
+def test_a_row_the_model_cannot_take_is_422_not_a_server_error(client):
+    response = client.post("/predict", json={"features": HUGE})
+    assert response.status_code == 422
+    assert "cannot score this row" in response.get_json()["error"]["message"]
+
+
+def test_one_unscorable_row_does_not_spoil_the_others(client):
+    body = client.post("/v1/predict?wait=10", json={"instances": [SETOSA, HUGE]}).get_json()
+    assert body["predictions"][0]["prediction"] == "setosa"
+    assert "cannot score this row" in body["predictions"][1]["error"]
+    job = client.get(f"/v1/jobs/{body['job_id']}").get_json()
+    assert job["progress"] == {"rows_total": 2, "rows_done": 1, "rows_failed": 1}

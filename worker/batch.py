@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 
-from core import csvio
+from core import csvio, logs, metrics
 from core.connection import REDIS_DOWN
 from core.errors import ModelError, Unprocessable
 from core.jobs import ChunkStart
@@ -60,7 +61,23 @@ def _fail(rt: ModelRuntime, job_id: str, chunk: int, first_row: int, rows: int, 
     return rt.store.finish_chunk(job_id, chunk, b"", errors, 0, rows, failure=failure)
 
 
+def _observe(kind: str, start: ChunkStart, began: float, outcome: str, ok: int, failed: int):
+    """Metrics and the log line of one delivery that did work."""
+    m = metrics.get()
+    m.chunk_seconds.labels(kind).observe(time.perf_counter() - began)
+    m.rows.labels("scored").inc(ok)
+    m.rows.labels("failed").inc(failed)
+    if start.deliveries > 1:
+        m.redeliveries.inc()
+    if outcome in ("succeeded", "failed", "cancelled"):
+        m.jobs.labels(kind, outcome).inc()
+        log.info("job %s", outcome)
+    return outcome
+
+
 def score_chunk(rt: ModelRuntime, job_id: str, chunk: int, first_row: int, rows: int) -> str:
+    logs.job_id.set(job_id)
+    began = time.perf_counter()
     start = rt.store.begin_chunk(job_id, chunk)
     skip = _skip(start)
     if skip or start is None:
@@ -70,13 +87,18 @@ def score_chunk(rt: ModelRuntime, job_id: str, chunk: int, first_row: int, rows:
         model, manifest = rt.get()
         layout = csvio.Layout.from_json(json.loads(start.layout), manifest.feature_names)
         parsed = csvio.parse_chunk(start.data or b"", layout, manifest.feature_names, first_row)
-        class_ids, probabilities = score(model, parsed.features)
-        output = csvio.format_scored(parsed, layout, manifest.class_names, class_ids, probabilities)
+        scored = score(model, parsed.features)
+        ok = scored.ok()
+        parsed = parsed.drop(scored.failed)
+        output = csvio.format_scored(
+            parsed, layout, manifest.class_names, scored.class_ids[ok], scored.probabilities[ok]
+        )
     except RETRYABLE:
         raise
     except Exception as exc:
-        return _fail(rt, job_id, chunk, first_row, rows, exc)
-    return rt.store.finish_chunk(
+        outcome = _fail(rt, job_id, chunk, first_row, rows, exc)
+        return _observe("batch", start, began, outcome, 0, rows)
+    outcome = rt.store.finish_chunk(
         job_id,
         chunk,
         output,
@@ -85,9 +107,12 @@ def score_chunk(rt: ModelRuntime, job_id: str, chunk: int, first_row: int, rows:
         len(parsed.errors),
         model=(manifest.name, manifest.version),
     )
+    return _observe("batch", start, began, outcome, len(parsed.kept), len(parsed.errors))
 
 
 def score_instances(rt: ModelRuntime, job_id: str) -> str:
+    logs.job_id.set(job_id)
+    began = time.perf_counter()
     start = rt.store.begin_chunk(job_id, 0)
     skip = _skip(start)
     if skip or start is None:
@@ -101,11 +126,20 @@ def score_instances(rt: ModelRuntime, job_id: str) -> str:
             raise ModelError(
                 f"model {manifest.version} takes {len(manifest.feature_names)} features"
             )
-        class_ids, probabilities = score(model, features)
+        scored = score(model, features)
     except RETRYABLE:
         raise
     except Exception as exc:
-        return _fail(rt, job_id, 0, 1, len(instances), exc)
-    out = json.dumps(as_json(manifest.class_names, class_ids, probabilities)).encode()
+        outcome = _fail(rt, job_id, 0, 1, len(instances), exc)
+        return _observe("predict", start, began, outcome, 0, len(instances))
+    answers: list[dict] = as_json(manifest.class_names, scored.class_ids, scored.probabilities)
+    for i, reason in scored.failed.items():
+        answers[i] = {"error": reason}
+    errors = csvio.format_errors((i + 1, reason) for i, reason in sorted(scored.failed.items()))
+    failed = len(scored.failed)
     model_id = (manifest.name, manifest.version)
-    return rt.store.finish_chunk(job_id, 0, out, b"", len(instances), 0, model=model_id)
+    outcome = rt.store.finish_chunk(
+        job_id, 0, json.dumps(answers).encode(), errors, len(instances) - failed, failed,
+        model=model_id,
+    )  # fmt: skip
+    return _observe("predict", start, began, outcome, len(instances) - failed, failed)

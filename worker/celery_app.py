@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from celery.concurrency.prefork import TaskPool as PreforkPool
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+import os
+import tempfile
 
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.signals import setup_logging, worker_process_init, worker_process_shutdown, worker_ready
+
+from core import logs, metrics
 from core.queue import make_celery
 from core.settings import Settings
 from worker import tasks
@@ -13,6 +17,16 @@ from worker.sweeper import sweep
 
 settings = Settings.from_env()
 app = make_celery(settings)
+# The pool processes share their Prometheus values through files (before any metric exists).
+metrics.use_dir(
+    os.path.join(settings.metrics_dir or tempfile.gettempdir(), f"iq-metrics-worker-{os.getpid()}")
+)
+
+
+@setup_logging.connect
+def _logging(loglevel: int | str | None = None, **_: object) -> None:
+    # Connecting here keeps Celery from installing its own handlers: JSON lines instead.
+    logs.configure("worker", settings.log_format, loglevel or "INFO")
 
 
 def _start_runtime() -> None:
@@ -28,7 +42,9 @@ def _load_in_child(**_: object) -> None:
 
 
 @worker_ready.connect
-def _load_in_solo(sender: object = None, **_: object) -> None:
+def _ready(sender: object = None, **_: object) -> None:
+    if settings.worker_metrics_port:
+        metrics.serve(settings.worker_metrics_port)
     # solo and thread pools run tasks in this process: load here instead.
     if not isinstance(getattr(sender, "pool", None), PreforkPool):
         _start_runtime()
@@ -39,3 +55,4 @@ def _leave(**_: object) -> None:
     runtime = tasks.bound()
     if runtime is not None:
         runtime.leave()
+    metrics.mark_dead(os.getpid())

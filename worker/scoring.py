@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 
-def score(model: Any, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Class index (into the manifest's class names) and class probabilities for each row."""
-    if len(features) == 0:
-        return np.empty(0, dtype=np.int64), np.empty((0, len(model.classes_)))
-    probabilities = model.predict_proba(features)
-    return probabilities.argmax(axis=1), probabilities
+@dataclass
+class Scored:
+    class_ids: np.ndarray  # index into the manifest's class names, per row
+    probabilities: np.ndarray  # (rows, classes)
+    failed: dict[int, str] = field(default_factory=dict)  # row index -> why it has no answer
+
+    def ok(self) -> np.ndarray:
+        """Indexes of the rows that were scored."""
+        mask = np.ones(len(self.class_ids), dtype=bool)
+        mask[list(self.failed)] = False
+        return np.flatnonzero(mask)
+
+
+def score(model: Any, features: np.ndarray) -> Scored:
+    """Score every row in one call; a row the model cannot take (finite input that overflows
+    inside it, say) is found by scoring the batch row by row, and reported, not raised."""
+    rows = len(features)
+    if rows == 0:
+        return Scored(np.empty(0, dtype=np.int64), np.empty((0, len(model.classes_))))
+    failed: dict[int, str] = {}
+    try:
+        probabilities = model.predict_proba(features)
+    except ValueError:
+        probabilities = np.full((rows, len(model.classes_)), np.nan)
+        for i in range(rows):
+            try:
+                probabilities[i] = model.predict_proba(features[i : i + 1])[0]
+            except ValueError as exc:
+                failed[i] = f"the model cannot score this row: {exc}"
+    for i in np.flatnonzero(~np.isfinite(probabilities).all(axis=1)):
+        failed.setdefault(int(i), "the model gave no finite probabilities for this row")
+    class_ids = np.nan_to_num(probabilities, nan=-1.0).argmax(axis=1)
+    return Scored(class_ids, probabilities, failed)
 
 
 def as_json(class_names: list[str], class_ids: np.ndarray, probabilities: np.ndarray) -> list[dict]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import redis
 
+from core import logs, metrics
 from core.connection import REDIS_DOWN, connect
 from core.errors import ModelError, Unprocessable
 from core.features import parse_row
@@ -123,6 +124,7 @@ class StreamWorker:
     def handle(self, entries: list[Entry], deliveries: dict[bytes, int]) -> int:
         if not entries:
             return 0
+        began = time.perf_counter()
         model, manifest = self.runtime.get()
         dead: list[tuple[Entry, int]] = []
         outcomes: list[Outcome] = []  # in input order
@@ -142,13 +144,23 @@ class StreamWorker:
                 outcomes.append(Outcome(entry[0], record_id))
                 rows.append(row)
         if rows:
-            class_ids, probabilities = score(model, np.asarray(rows, dtype=np.float64))
-            results = as_json(manifest.class_names, class_ids, probabilities)
-            for at, result in zip(scored, results, strict=True):
-                result["model_version"] = manifest.version
-                outcomes[at] = Outcome(outcomes[at].entry, outcomes[at].id, result=result)
+            answers = score(model, np.asarray(rows, dtype=np.float64))
+            results = as_json(manifest.class_names, answers.class_ids, answers.probabilities)
+            for i, (at, result) in enumerate(zip(scored, results, strict=True)):
+                o = outcomes[at]
+                if i in answers.failed:
+                    outcomes[at] = Outcome(o.entry, o.id, error=answers.failed[i])
+                else:
+                    result["model_version"] = manifest.version
+                    outcomes[at] = Outcome(o.entry, o.id, result=result)
         self._write(outcomes, dead)
         self.runtime.tasks += 1
+        m = metrics.get()
+        m.stream_batch_seconds.observe(time.perf_counter() - began)
+        answered = sum(1 for o in outcomes if o.result is not None)
+        m.stream_records.labels("scored").inc(answered)
+        m.stream_records.labels("error").inc(len(outcomes) - answered)
+        m.stream_records.labels("dead").inc(len(dead))
         return len(entries)
 
     def _write(self, outcomes: list[Outcome], dead: list[tuple[Entry, int]]) -> None:
@@ -199,8 +211,10 @@ class StreamWorker:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
+    logs.configure("stream", settings.log_format)
+    if settings.stream_metrics_port:
+        metrics.serve(settings.stream_metrics_port)
     runtime = ModelRuntime(settings, kind="stream")
     runtime.start()
     stop = threading.Event()
