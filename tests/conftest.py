@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,14 +64,7 @@ def api_url(settings: Settings, worker) -> Iterator[str]:
     port = free_port()
     proc = procs.spawn(procs.local(procs.COMMANDS["api"]), settings, env={"PORT": str(port)})
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=2):
-                break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, procs.log_of(proc)
-            time.sleep(0.1)
+    procs.wait_http(base + "/health", proc)
     yield base
     procs.stop(proc)
 

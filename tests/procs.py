@@ -8,7 +8,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+
+import psutil
 
 from core.connection import connect
 from core.launcher import COMMANDS, local
@@ -41,50 +44,50 @@ def log_of(proc: subprocess.Popen, tail: int = 3000) -> str:
 def start_worker(
     settings: Settings, concurrency: int = 2, timeout: float = 60, loglevel: str = "WARNING"
 ) -> subprocess.Popen:
-    """A `celery worker` subprocess; returns once its processes report the model loaded."""
+    """A `celery worker` subprocess; returns once its pool processes hold the model."""
     cmd = local(COMMANDS["worker"])
     cmd[cmd.index("INFO")] = loglevel
     cmd += ["--concurrency", str(concurrency), "--without-mingle", "--without-gossip"]
     proc = spawn(cmd, settings)
-    presence = Presence(connect(settings), settings)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = {b.worker.split(":")[1] for b in presence.live() if b.model_version}
-        children = _children(proc.pid)
-        if children and children <= pids:
-            return proc
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited: {log_of(proc)}")
-        time.sleep(0.1)
-    stop(proc)
-    raise RuntimeError(f"worker did not load its model in time: {log_of(proc)}")
+    return _wait_serving(
+        proc, settings, lambda: {p.pid for p in psutil.Process(proc.pid).children()}, timeout
+    )
 
 
 def start_stream_worker(settings: Settings, timeout: float = 60) -> subprocess.Popen:
-    """A `python -m worker.stream` subprocess; returns once it reports its model loaded."""
+    """A `python -m worker.stream` subprocess; returns once it holds the model."""
     proc = spawn(local(COMMANDS["stream"]), settings)
+    return _wait_serving(proc, settings, lambda: {proc.pid}, timeout)
+
+
+def _wait_serving(
+    proc: subprocess.Popen, settings: Settings, pids, timeout: float
+) -> subprocess.Popen:
+    """Wait until every process in ``pids()`` beats a heartbeat with the model loaded."""
     presence = Presence(connect(settings), settings)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(
-            b.worker.split(":")[1] == str(proc.pid) and b.model_version for b in presence.live()
-        ):
+        serving = {int(b.worker.split(":")[1]) for b in presence.live() if b.model_version}
+        expected = pids()
+        if expected and expected <= serving:
             return proc
         if proc.poll() is not None:
-            raise RuntimeError(f"stream worker exited: {log_of(proc)}")
+            raise RuntimeError(f"{proc.args[1:4]} exited: {log_of(proc)}")
         time.sleep(0.05)
     stop(proc)
-    raise RuntimeError(f"stream worker did not load its model in time: {log_of(proc)}")
+    raise RuntimeError(f"{proc.args[1:4]} did not load its model in time: {log_of(proc)}")
 
 
-def _children(pid: int) -> set[str]:
-    try:
-        out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
-        )
-    except OSError:
-        return set()
-    return {p.strip() for p in out.stdout.split() if p.strip()}
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait until ``url`` answers (the server ``proc`` must stay up meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, log_of(proc)
+            time.sleep(0.1)
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:

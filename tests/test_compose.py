@@ -33,6 +33,7 @@ def test_services_health_checks_and_restart_policies():
         assert SERVICES[name]["healthcheck"]["test"], name
         assert SERVICES[name]["restart"] in ("unless-stopped", "always"), name
     assert SERVICES["api"]["ports"] == ["5000:5000"]
+    assert "/readyz" in " ".join(SERVICES["api"]["healthcheck"]["test"])
     # Workers scale with --scale worker=N: no fixed name, no published port.
     for name in ("worker", "stream"):
         assert "container_name" not in SERVICES[name] and "ports" not in SERVICES[name]

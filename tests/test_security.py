@@ -144,7 +144,7 @@ def test_upload_memory_stays_flat(settings, worker):
     api = procs.spawn(procs.local(procs.COMMANDS["api"]), settings, env=env)
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_http(base + "/health", api)
+        procs.wait_http(base + "/health", api)
         (child,) = psutil.Process(api.pid).children()
         note = b"x" * 1000
         row = b"%d," + note + b",5.1,3.5,1.4,0.2\n"
@@ -165,17 +165,6 @@ def test_upload_memory_stays_flat(settings, worker):
         assert rss[1] < 30 * 1024 * 1024, f"API grew {rss[1] / 2**20:.0f} MB on a 60 MB upload"
     finally:
         procs.stop(api)
-
-
-def _wait_http(url: str, proc, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, procs.log_of(proc)
-            time.sleep(0.1)
 
 
 def test_a_pickled_message_is_refused_and_never_runs(app, settings, worker):
