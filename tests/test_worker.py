@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 import time
 
 from api import create_app
@@ -68,3 +69,18 @@ def test_registering_another_classifier(tmp_path):
     assert same.library_versions["scikit-learn"]
     assert (loaded.predict(data.data[:5]) == clf.predict(data.data[:5])).all()
     assert registry.active_version(tmp_path, "wine") == manifest.version
+
+
+def test_readyz_fails_once_no_worker_has_beaten_its_heartbeat(settings):
+    mine = dataclasses.replace(settings, key_prefix=settings.key_prefix + "hb",
+                               heartbeat_ttl_seconds=2.0)  # fmt: skip
+    proc = procs.start_worker(mine, concurrency=1)
+    client = create_app({"SETTINGS": mine}).test_client()
+    assert client.get("/readyz").status_code == 200
+    procs.stop(proc, signal.SIGKILL)  # no goodbye: only the silence tells
+    deadline = time.monotonic() + 15
+    while client.get("/readyz").status_code == 200:
+        assert time.monotonic() < deadline, "still ready with no worker alive"
+        time.sleep(0.2)
+    body = client.get("/readyz").get_json()
+    assert body["reasons"] == ["no worker has the model loaded"] and body["workers"] == 0
