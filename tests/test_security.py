@@ -162,6 +162,7 @@ def test_upload_memory_stays_flat(settings, worker):
                 assert response.status == 202
             rss.append(child.memory_info().rss - before)
         del body
+        print(f"API process RSS grew {rss[1] / 2**20:.1f} MB on a 60 MB upload")
         assert rss[1] < 30 * 1024 * 1024, f"API grew {rss[1] / 2**20:.0f} MB on a 60 MB upload"
     finally:
         procs.stop(api)
