@@ -11,11 +11,12 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import stream_bench
+from bench import batch_bench, single_bench, stream_bench
 from bench.stack import Stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -38,24 +39,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     records, paced = (5_000, 1.0) if args.quick else (300_000, 15.0)
+    batch_rows, seconds = (20_000, 1.0) if args.quick else (1_000_000, 10.0)
     started = time.time()
     rows = []
     report: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick,
                     "machine": machine(), "stream": []}  # fmt: skip
+
+    with tempfile.TemporaryDirectory(prefix="iq-bench-") as workdir:
+        batch = batch_bench.run(batch_rows, Path(workdir))
+    report["batch"] = batch
+    for n in (1, 2):
+        rate = batch[f"service_rows_per_s_{n}_workers"]
+        rows.append((
+            f"batch {batch_rows:,} rows, {n} worker proc", f"{rate:,} rows/s",
+            f"pandas {batch['pandas_rows_per_s']:,} / pyarrow {batch['pyarrow_rows_per_s']:,}",
+            f"{rate / batch['pandas_rows_per_s']:.2f}x"
+            f" / {rate / batch['pyarrow_rows_per_s']:.2f}x",
+            "peak RSS MB " + ", ".join(f"{k} {v}" for k, v in batch[f"peak_rss_mb_{n}_workers"].items()),
+        ))  # fmt: skip
+
+    single = single_bench.run(seconds)
+    report["single"] = single
+    for name, label in (("service_predict", "/predict"), ("service_v1_wait", "/v1/predict?wait")):
+        for mine, base in zip(single[name], single["baseline_predict"], strict=True):
+            rows.append((
+                f"{label}, {mine['clients']} clients", f"{mine['per_s']:,} req/s",
+                f"baseline Flask {base['per_s']:,} req/s", f"{mine['per_s'] / base['per_s']:.2f}x",
+                f"p50 {mine['p50_ms']} ms, p99 {mine['p99_ms']} ms, {mine['errors']} errors "
+                f"(baseline p99 {base['p99_ms']} ms)",
+            ))  # fmt: skip
+    ceiling = single["generator_ceiling"]
+    rows.append(("load generator ceiling", f"{ceiling['per_s']:,} req/s", "GET /health, 32 clients",
+                 "", f"p99 {ceiling['p99_ms']} ms"))  # fmt: skip
+
     for workers in (1, 2):
         with Stack(stream_workers=workers) as stack:
             figures = stream_bench.run(stack, records, paced)
         report["stream"].append(figures.__dict__)
-        rows.append(
-            (
-                f"stream, {workers} worker(s)",
-                f"{figures.records_per_s:,} rec/s",
-                f"in-process {figures.inprocess_per_s:,} rec/s",
-                f"{figures.records_per_s / figures.inprocess_per_s:.2f}x",
-                f"p50 {figures.latency_p50_ms} ms, p99 {figures.latency_p99_ms} ms "
-                f"at {figures.paced_rate:,} rec/s",
-            )  # fmt: skip
-        )
+        rows.append((
+            f"stream, {workers} worker(s)", f"{figures.records_per_s:,} rec/s",
+            f"in-process {figures.inprocess_per_s:,} rec/s",
+            f"{figures.records_per_s / figures.inprocess_per_s:.2f}x",
+            f"p50 {figures.latency_p50_ms} ms, p99 {figures.latency_p99_ms} ms "
+            f"at {figures.paced_rate:,} rec/s",
+        ))  # fmt: skip
+
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     print(f"\nbenchmark ({'quick' if args.quick else 'full'}), {report['machine']['cpus']} cpus")
     for row in rows:

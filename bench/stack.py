@@ -7,19 +7,31 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import redis
 
 from core import registry
 from core.connection import connect
-from core.embedded_redis import EmbeddedRedis
+from core.embedded_redis import EmbeddedRedis, free_port
 from core.launcher import COMMANDS, local
 from core.settings import Settings
 from core.workers import Presence
 from training.train import FEATURES, train_iris
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_http(url: str, deadline: float) -> None:
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer") from None
+            time.sleep(0.1)
 
 
 class Stack:
@@ -40,6 +52,9 @@ class Stack:
             redis_url=self.redis.url,
             model_registry=self.tmp.name,
             heartbeat_seconds=0.5,
+            rate_limit_per_minute=0,
+            port=free_port(),
+            log_format="text",
             **self.overrides,
         )  # type: ignore[arg-type]
         for _ in range(self.stream_workers):
@@ -53,7 +68,14 @@ class Stack:
             if time.monotonic() > deadline:
                 raise RuntimeError("workers did not start")
             time.sleep(0.1)
+        if self.api:
+            self.api_proc = self._spawn(local(COMMANDS["api"]))
+            wait_http(self.url + "/health", deadline)
         return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.port}"
 
     def _spawn(self, cmd: list[str], extra: dict[str, str] | None = None) -> subprocess.Popen:
         env = {**os.environ, **self.settings.env(), **(extra or {})}

@@ -23,3 +23,12 @@ def test_quick_benchmark_runs_and_writes_its_table(tmp_path):
     for figures in report["stream"]:
         assert figures["records"] == 5000 and figures["latency_samples"] > 0
         assert figures["records_per_s"] > 0 and figures["inprocess_per_s"] > 0
+    batch = report["batch"]
+    assert batch["rows"] == 20_000 and batch["pandas_rows_per_s"] > 0
+    assert batch["service_rows_per_s_1_workers"] > 0 and batch["peak_rss_mb_2_workers"]
+    single = report["single"]
+    assert [f["clients"] for f in single["service_predict"]] == [1, 8, 32]
+    assert all(f["requests"] > 0 for f in single["service_predict"] + single["baseline_predict"])
+    assert single["generator_ceiling"]["per_s"] > 0
+    for line in ("batch 20,000 rows", "/predict, 32 clients", "load generator ceiling"):
+        assert line in run.stdout
