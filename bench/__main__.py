@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             f"pandas {batch['pandas_rows_per_s']:,} / pyarrow {batch['pyarrow_rows_per_s']:,}",
             f"{rate / batch['pandas_rows_per_s']:.2f}x"
             f" / {rate / batch['pyarrow_rows_per_s']:.2f}x",
-            "peak RSS MB " + ", ".join(f"{k} {v}" for k, v in batch[f"peak_rss_mb_{n}_workers"].items()),
+            "peak RSS MB "
+            + ", ".join(f"{k} {v}" for k, v in batch[f"peak_rss_mb_{n}_workers"].items()),
         ))  # fmt: skip
 
     single = single_bench.run(seconds)
