@@ -47,7 +47,10 @@ def _submit(rows: list[list[float]]) -> str:
     svc.jobs.put_inputs(job_id, [(0, json.dumps({"instances": rows}).encode())])
     try:
         svc.jobs.create(job_id, "predict", tenant(), len(rows), 1)
-        svc.send(SCORE_INSTANCES, [[job_id]])
+        if svc.batcher is not None:
+            svc.batcher.submit(job_id)
+        else:
+            svc.send(SCORE_INSTANCES, [[job_id]])
     except BaseException:
         svc.jobs.discard(job_id, 1)
         raise

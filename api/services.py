@@ -11,10 +11,11 @@ import redis
 from celery import Celery
 from flask import current_app
 
+from api.batcher import Batcher
 from core.connection import connect
 from core.errors import Unavailable
 from core.jobs import JobStore
-from core.queue import PUBLISH_RETRY, make_celery
+from core.queue import PUBLISH_RETRY, SCORE_BATCH, make_celery
 from core.registry import Manifest
 from core.settings import Settings
 from core.workers import Presence
@@ -32,6 +33,7 @@ class Services:
     presence: Presence
     celery: Celery
     event_slots: threading.BoundedSemaphore | None = None
+    batcher: Any = None  # api.batcher.Batcher, or None without micro-batching
     keys: Any = None  # api.auth.KeyRing, or None when the API is open
     rate_script: Any = None
     _manifest: tuple[float, Manifest | None] = (0.0, None)
@@ -41,7 +43,7 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         client = connect(settings)
         blocking = connect(settings, read_timeout=settings.max_wait_seconds + 5)
-        return cls(
+        services = cls(
             settings=settings,
             redis=client,
             blocking=blocking,
@@ -49,6 +51,13 @@ class Services:
             presence=Presence(client, settings),
             celery=make_celery(settings),
         )
+        if settings.predict_batch_max > 1:
+            services.batcher = Batcher(
+                lambda job_ids: services.send(SCORE_BATCH, [[job_ids]]),
+                settings.predict_batch_wait_ms,
+                settings.predict_batch_max,
+            )
+        return services
 
     def manifest(self) -> Manifest:
         """The manifest of the model the workers serve. :raises Unavailable: if none has loaded."""

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import redis
 
@@ -162,6 +163,12 @@ class ChunkStart:
     data: bytes | None
 
 
+def _chunk_start(res: list) -> ChunkStart | None:
+    if res[0] == b"gone":
+        return None
+    return ChunkStart(JobStatus(res[0].decode()), int(res[1]), res[2].decode(), res[3])
+
+
 class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.r = client
@@ -235,6 +242,16 @@ class JobStore:
 
     def begin_chunk(self, job_id: str, chunk: int) -> ChunkStart | None:
         """Count a delivery of ``chunk`` and mark the job running; None if the job is gone."""
+        return _chunk_start(self._begin_call(job_id, chunk, self.r))
+
+    def begin_many(self, job_ids: list[str]) -> list[ChunkStart | None]:
+        """begin_chunk for chunk 0 of each job, in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for job_id in job_ids:
+            self._begin_call(job_id, 0, pipe)
+        return [_chunk_start(res) for res in pipe.execute()]
+
+    def _begin_call(self, job_id: str, chunk: int, client: Any) -> Any:
         keys = [
             self.key(job_id),
             self.key(job_id, "tries"),
@@ -242,10 +259,7 @@ class JobStore:
             self.key(job_id, "events"),
             self.active,
         ]
-        res = self._begin(keys=keys, args=[chunk, now_iso(), job_id, time.time()])
-        if res[0] == b"gone":
-            return None
-        return ChunkStart(JobStatus(res[0].decode()), int(res[1]), res[2].decode(), res[3])
+        return self._begin(keys=keys, args=[chunk, now_iso(), job_id, time.time()], client=client)
 
     def finish_chunk(
         self,
@@ -259,6 +273,28 @@ class JobStore:
         failure: str = "",
     ) -> str:
         """Store a chunk's output and count it done, once; the last chunk ends the job."""
+        args = (job_id, chunk, output, errors, rows_ok, rows_failed, model, failure)
+        return self._finish_call(*args, client=self.r).decode()
+
+    def finish_many(self, finished: list[tuple]) -> list[str]:
+        """finish_chunk for each (job id, chunk, output, errors, ok, failed, model, failure)."""
+        pipe = self.r.pipeline(transaction=False)
+        for args in finished:
+            self._finish_call(*args, client=pipe)
+        return [res.decode() for res in pipe.execute()]
+
+    def _finish_call(
+        self,
+        job_id: str,
+        chunk: int,
+        output: bytes,
+        errors: bytes,
+        rows_ok: int,
+        rows_failed: int,
+        model: tuple[str, str] | None,
+        failure: str,
+        client: Any,
+    ) -> Any:
         keys = [
             self.key(job_id),
             self.key(job_id, "done"),
@@ -272,7 +308,7 @@ class JobStore:
         name, version = model or ("", "")
         args = [chunk, output, errors, rows_ok, rows_failed, now_iso(), name, version, failure]
         args += [job_id, time.time()]
-        return self._finish(keys=keys, args=args).decode()
+        return self._finish(keys=keys, args=args, client=client)
 
     def cancel(self, job_id: str) -> str:
         keys = [

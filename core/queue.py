@@ -13,6 +13,8 @@ from core.settings import Settings
 
 SCORE_CHUNK = "worker.score_chunk"
 SCORE_INSTANCES = "worker.score_instances"
+#: Several prediction jobs that arrived together, scored in one call.
+SCORE_BATCH = "worker.score_batch"
 
 
 #: How long a publish may retry before the API answers 503.
@@ -71,6 +73,7 @@ def make_celery(settings: Settings) -> Celery:
         task_routes={
             SCORE_CHUNK: {"queue": batch_queue},
             SCORE_INSTANCES: {"queue": predict_queue},
+            SCORE_BATCH: {"queue": predict_queue},
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

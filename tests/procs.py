@@ -64,16 +64,20 @@ def _wait_serving(
     proc: subprocess.Popen, settings: Settings, pids, timeout: float
 ) -> subprocess.Popen:
     """Wait until every process in ``pids()`` beats a heartbeat with the model loaded."""
-    presence = Presence(connect(settings), settings)
+    client = connect(settings)
+    presence = Presence(client, settings)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        serving = {int(b.worker.split(":")[1]) for b in presence.live() if b.model_version}
-        expected = pids()
-        if expected and expected <= serving:
-            return proc
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[1:4]} exited: {log_of(proc)}")
-        time.sleep(0.05)
+    try:
+        while time.monotonic() < deadline:
+            serving = {int(b.worker.split(":")[1]) for b in presence.live() if b.model_version}
+            expected = pids()
+            if expected and expected <= serving:
+                return proc
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args[1:4]} exited: {log_of(proc)}")
+            time.sleep(0.05)
+    finally:
+        client.close()
     stop(proc)
     raise RuntimeError(f"{proc.args[1:4]} did not load its model in time: {log_of(proc)}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
@@ -171,3 +172,31 @@ def test_one_unscorable_row_does_not_spoil_the_others(client):
     assert "cannot score this row" in body["predictions"][1]["error"]
     job = client.get(f"/v1/jobs/{body['job_id']}").get_json()
     assert job["progress"] == {"rows_total": 2, "rows_done": 1, "rows_failed": 1}
+
+
+def test_predictions_arriving_together_share_tasks(app, settings, redis_client):
+    """32 clients at once: every answer is right, and the workers ran fewer tasks than requests
+    (each task scored several jobs in one call)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.workers import Presence
+
+    presence = Presence(redis_client, settings)
+
+    def tasks_run() -> int:
+        time.sleep(2 * settings.heartbeat_seconds)  # let every worker beat its latest count
+        return sum(b.tasks for b in presence.live() if b.kind == "celery")
+
+    def one(n: int) -> str:
+        row = SETOSA if n % 2 else VIRGINICA
+        response = app.test_client().post("/predict", json={"features": row})
+        assert response.status_code == 200
+        return response.get_json()["prediction"]
+
+    before = tasks_run()
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(one, range(320)))
+    assert answers == ["setosa" if n % 2 else "virginica" for n in range(320)]
+    ran = tasks_run() - before
+    print(f"320 predictions from 32 clients ran in {ran} tasks")
+    assert ran < 320

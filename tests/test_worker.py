@@ -8,14 +8,13 @@ import time
 
 from api import create_app
 from core import registry
-from core.connection import connect
 from core.workers import Presence
 from tests import procs
 from training.train import FEATURES, train_iris
 
 
-def test_each_worker_process_loads_its_model_once(client, settings, worker):
-    presence = Presence(connect(settings), settings)
+def test_each_worker_process_loads_its_model_once(client, settings, worker, redis_client):
+    presence = Presence(redis_client, settings)
     before = sum(b.tasks for b in presence.live())
     for i in range(30):
         row = [5.0 + i / 10, 3.0, 1.5 + i / 10, 0.3]

@@ -143,3 +143,56 @@ def score_instances(rt: ModelRuntime, job_id: str) -> str:
         model=model_id,
     )  # fmt: skip
     return _observe("predict", start, began, outcome, len(instances) - failed, failed)
+
+
+def score_instance_batch(rt: ModelRuntime, job_ids: list[str]) -> str:
+    """Prediction jobs that arrived together: one round trip to start them all, one vectorised
+    call to score them, one round trip to finish them. Each stays its own job."""
+    began = time.perf_counter()
+    live: list[tuple[str, ChunkStart, list]] = []
+    for job_id, start in zip(job_ids, rt.store.begin_many(job_ids), strict=True):
+        if _skip(start) or start is None:
+            continue
+        rows = json.loads(start.data or b"{}").get("instances", [])
+        try:
+            _check_deliveries(rt, start)
+        except ChunkFailed as exc:
+            logs.job_id.set(job_id)
+            _observe("predict", start, began, _fail(rt, job_id, 0, 1, len(rows), exc), 0, len(rows))
+            continue
+        live.append((job_id, start, rows))
+    if not live:
+        return "nothing to do"
+    try:
+        model, manifest = rt.get()
+        features = np.asarray([row for _, _, rows in live for row in rows], dtype=np.float64)
+        if features.ndim != 2 or features.shape[1] != len(manifest.feature_names):
+            raise ModelError(
+                f"model {manifest.version} takes {len(manifest.feature_names)} features"
+            )
+        scored = score(model, features)
+    except RETRYABLE:
+        raise
+    except Exception as exc:
+        for job_id, start, rows in live:
+            logs.job_id.set(job_id)
+            _observe("predict", start, began, _fail(rt, job_id, 0, 1, len(rows), exc), 0, len(rows))
+        return "failed"
+    answers = as_json(manifest.class_names, scored.class_ids, scored.probabilities)
+    model_id = (manifest.name, manifest.version)
+    finished = []
+    at = 0
+    for job_id, _, rows in live:
+        mine = answers[at : at + len(rows)]
+        failed = {i: scored.failed[at + i] for i in range(len(rows)) if at + i in scored.failed}
+        for i, reason in failed.items():
+            mine[i] = {"error": reason}
+        errors = csvio.format_errors((i + 1, reason) for i, reason in sorted(failed.items()))
+        finished.append((job_id, 0, json.dumps(mine).encode(), errors,
+                         len(rows) - len(failed), len(failed), model_id, ""))  # fmt: skip
+        at += len(rows)
+    outcomes = rt.store.finish_many(finished)
+    for (job_id, start, _), args, outcome in zip(live, finished, outcomes, strict=True):
+        logs.job_id.set(job_id)
+        _observe("predict", start, began, outcome, args[4], args[5])
+    return f"scored {len(live)} jobs"
