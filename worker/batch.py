@@ -111,38 +111,8 @@ def score_chunk(rt: ModelRuntime, job_id: str, chunk: int, first_row: int, rows:
 
 
 def score_instances(rt: ModelRuntime, job_id: str) -> str:
-    logs.job_id.set(job_id)
-    began = time.perf_counter()
-    start = rt.store.begin_chunk(job_id, 0)
-    skip = _skip(start)
-    if skip or start is None:
-        return skip
-    instances = json.loads(start.data or b"{}").get("instances", [])
-    try:
-        _check_deliveries(rt, start)
-        model, manifest = rt.get()
-        features = np.asarray(instances, dtype=np.float64)
-        if features.ndim != 2 or features.shape[1] != len(manifest.feature_names):
-            raise ModelError(
-                f"model {manifest.version} takes {len(manifest.feature_names)} features"
-            )
-        scored = score(model, features)
-    except RETRYABLE:
-        raise
-    except Exception as exc:
-        outcome = _fail(rt, job_id, 0, 1, len(instances), exc)
-        return _observe("predict", start, began, outcome, 0, len(instances))
-    answers: list[dict] = as_json(manifest.class_names, scored.class_ids, scored.probabilities)
-    for i, reason in scored.failed.items():
-        answers[i] = {"error": reason}
-    errors = csvio.format_errors((i + 1, reason) for i, reason in sorted(scored.failed.items()))
-    failed = len(scored.failed)
-    model_id = (manifest.name, manifest.version)
-    outcome = rt.store.finish_chunk(
-        job_id, 0, json.dumps(answers).encode(), errors, len(instances) - failed, failed,
-        model=model_id,
-    )  # fmt: skip
-    return _observe("predict", start, began, outcome, len(instances) - failed, failed)
+    """One prediction job (as the sweeper re-sends it): a batch of one."""
+    return score_instance_batch(rt, [job_id])
 
 
 def score_instance_batch(rt: ModelRuntime, job_ids: list[str]) -> str:
