@@ -202,6 +202,7 @@ def parse_chunk(
     data: bytes, layout: Layout, feature_names: Sequence[str], first_row: int
 ) -> ParsedChunk:
     """Parse a chunk's rows; a row that cannot be scored goes to ``errors`` with its reason."""
+    csv.field_size_limit(2**31 - 1)  # the API bounded every row when it took the upload
     text = data.decode("utf-8", errors="replace")
     kept: list[list[str]] = []
     values: list[list[float]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 
 import pytest
@@ -12,9 +13,11 @@ from core.errors import BadRequest, PayloadTooLarge, Unprocessable
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
-def split(text: bytes | str, chunk_rows: int = 2, max_rows: int = 1000):
+def split(text: bytes | str, chunk_rows: int = 2, max_rows: int = 1000, max_row_bytes: int = 0):
     data = text.encode() if isinstance(text, str) else text
-    layout, chunks = csvio.split_upload(io.BytesIO(data), FEATURES, chunk_rows, max_rows)
+    layout, chunks = csvio.split_upload(
+        io.BytesIO(data), FEATURES, chunk_rows, max_rows, max_row_bytes=max_row_bytes
+    )
     return layout, list(chunks)
 
 
@@ -107,3 +110,11 @@ def test_formula_cells_are_escaped(cell):
 @pytest.mark.parametrize("cell", ["-5", "+3.2", "abc", ""])
 def test_plain_cells_pass_through(cell):
     assert csvio.escape_cell(cell) == cell
+
+
+def test_a_long_field_the_upload_allowed_parses_in_the_worker():
+    layout, chunks = split("note," + ",".join(FEATURES) + "\n" + "x" * 300_000 + ",1,2,3,4\n",
+                           max_row_bytes=400_000)  # fmt: skip
+    csv.field_size_limit(131072)  # as in a worker process, which never took an upload
+    parsed = csvio.parse_chunk(chunks[0].data, layout, FEATURES, 1)
+    assert parsed.errors == [] and len(parsed.kept[0][0]) == 300_000
