@@ -19,6 +19,8 @@ from core.registry import active_version
 from core.settings import Settings
 
 BIN = Path(sys.executable).parent
+#: How many times `make run` restarts one service before it gives up and stops.
+MAX_RESTARTS = 5
 
 
 #: Each service's command line; docker-compose.yml runs the same ones (a test holds them equal).
@@ -97,11 +99,20 @@ def main() -> int:
             print("the stack did not become ready; see the messages above", file=sys.stderr)
             code = 1
             stopping = True
+        restarts: dict[str, int] = {}
         while not stopping:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; stopping", file=sys.stderr)
+            # Restart a service that exits, as compose's restart policy does (Celery's worker
+            # can exit on an error inside kombu while Redis restarts); give up after a few.
+            for name, proc in list(procs.items()):
+                if proc.poll() is None:
+                    continue
+                restarts[name] = restarts.get(name, 0) + 1
+                if restarts[name] > MAX_RESTARTS:
+                    print(f"{name} keeps exiting ({proc.returncode}); stopping", file=sys.stderr)
                     code, stopping = 1, True
+                    break
+                print(f"{name} exited with {proc.returncode}; starting it again", file=sys.stderr)
+                procs[name] = subprocess.Popen(local(COMMANDS[name]), env=env)
             time.sleep(0.5)
     finally:
         for proc in procs.values():

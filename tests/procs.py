@@ -110,3 +110,35 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20)
 
 
 PYTHON = sys.executable
+
+
+class Supervised:
+    """Keeps a service process running as docker compose's `restart: unless-stopped` does:
+    if it exits, a new one is started (at most ``limit`` times)."""
+
+    def __init__(self, start, limit: int = 5) -> None:
+        import threading
+
+        self._start = start
+        self.limit = limit
+        self.restarts = 0
+        self.exits: list[tuple[int, str]] = []  # (exit code, end of its log) of each exit
+        self.proc = start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            if self.proc.poll() is not None and self.restarts < self.limit:
+                self.exits.append((self.proc.returncode, log_of(self.proc, tail=1500)))
+                self.restarts += 1
+                try:
+                    self.proc = self._start()
+                except RuntimeError:
+                    pass  # e.g. Redis still away: try again on the next round
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        stop(self.proc)

@@ -187,8 +187,10 @@ def test_redis_restart_while_jobs_run(settings, tmp_path):
     s = isolated(settings, redis_url=server.url, chunk_rows=500, redis_timeout=1.0,
                  visibility_timeout_seconds=5, restore_interval_seconds=1,
                  task_time_limit_seconds=4)  # fmt: skip
-    worker = procs.start_worker(s, concurrency=2)
-    streamer = procs.start_stream_worker(s)
+    # Supervised as compose's restart policy would: Celery's worker usually reconnects by
+    # itself, but it can also exit on an error inside kombu while the connection drops.
+    worker = procs.Supervised(lambda: procs.start_worker(s, concurrency=2))
+    streamer = procs.Supervised(lambda: procs.start_stream_worker(s))
     try:
         app = create_app({"SETTINGS": s})
         client = app.test_client()
@@ -213,7 +215,7 @@ def test_redis_restart_while_jobs_run(settings, tmp_path):
         try:
             finished = [wait_for_job(client, j, timeout=60) for j in jobs]
         except AssertionError as exc:
-            lines = procs.log_of(worker, tail=100_000).splitlines()
+            lines = procs.log_of(worker.proc, tail=100_000).splitlines()
             raise AssertionError(
                 f"{exc}\n" + "\n".join(x for x in lines if "WARN" in x or "ERR" in x)[-6000:]
             ) from None
@@ -226,10 +228,12 @@ def test_redis_restart_while_jobs_run(settings, tmp_path):
         got = r.xread({s.stream_output: "0-0"}, count=1, block=30_000)
         assert got and got[0][1][0][1][b"id"] == b"after-restart"
     finally:
-        procs.stop(worker)
-        procs.stop(streamer)
+        worker.stop()
+        streamer.stop()
         server.cleanup()
-    print(f"outage answers (status, seconds): {outage}")
+    print(f"outage answers (status, seconds): {outage}; worker restarts: {worker.restarts}")
+    for code, log in worker.exits:
+        print(f"worker exited with {code}: ...{log[-600:]}")
 
 
 def test_cancel_while_chunks_run(settings):

@@ -35,6 +35,19 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _stream_workers(pid: int) -> list[int]:
+    import psutil
+
+    found = []
+    for child in psutil.Process(pid).children():
+        try:
+            if "worker.stream" in " ".join(child.cmdline()) and child.status() != "zombie":
+                found.append(child.pid)
+        except psutil.Error:
+            pass
+    return found
+
+
 def test_make_run_starts_everything_and_stops_on_sigterm(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
@@ -55,6 +68,14 @@ def test_make_run_starts_everything_and_stops_on_sigterm(tmp_path):
         status, body = _call(base + "/predict", {"features": [5.1, 3.5, 1.4, 0.2]})
         assert status == 200 and body["prediction"] == "setosa"
         assert (tmp_path / "models" / "iris" / "ACTIVE").exists()  # trained because none was
+        # A service that exits is started again, as compose's restart policy would.
+        streams = _stream_workers(proc.pid)
+        assert len(streams) == 1
+        os.kill(streams[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _stream_workers(proc.pid) in ([], streams):
+            assert time.monotonic() < deadline, "the stream worker was not restarted"
+            time.sleep(0.2)
         children = _descendants(proc.pid)
         assert len(children) >= 4  # redis, worker (+ its child), gunicorn (+ its worker)
     finally:
