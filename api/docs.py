@@ -6,6 +6,9 @@ from apispec import APISpec
 from apispec.yaml_utils import load_operations_from_docstring
 from flask import Blueprint, current_app, jsonify
 
+from api.auth import PROTECTED
+from api.services import services
+
 bp = Blueprint("docs", __name__)
 
 _ERROR = {
@@ -162,6 +165,11 @@ def build_spec() -> dict:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         },
     )
+    keys_on = services().keys is not None
+    spec.components.security_scheme(
+        "apiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    )
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     app = current_app
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         view = app.view_functions[rule.endpoint]
@@ -169,6 +177,14 @@ def build_spec() -> dict:
         if not operations:
             continue
         path = rule.rule.replace("<", "{").replace(">", "}")
+        if rule.rule.startswith(PROTECTED):
+            for operation in operations.values():
+                # Every protected call can be refused for its key or its tenant's rate.
+                responses = operation.setdefault("responses", {})
+                responses.setdefault(401, {"$ref": "#/components/responses/Error"})
+                responses.setdefault(429, {"$ref": "#/components/responses/Error"})
+                if keys_on:
+                    operation["security"] = [{"apiKey": []}, {"bearer": []}]
         existing = spec.to_dict().get("paths", {}).get(path, {})
         spec.path(path=path, operations={**existing, **operations})
     return spec.to_dict()

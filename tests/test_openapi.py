@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+from api import create_app
+
 CONTRACT = {
     ("/health", "get"), ("/readyz", "get"), ("/v1/model", "get"), ("/predict", "post"),
     ("/v1/predict", "post"), ("/v1/jobs", "post"), ("/v1/jobs/{job_id}", "get"),
@@ -47,3 +51,14 @@ def test_docs_page(client):
     assert response.status_code == 200
     assert response.mimetype == "text/html"
     assert b"openapi.json" in response.data
+
+
+def test_protected_operations_document_401_and_429(client, settings, worker):
+    spec = client.get("/openapi.json").get_json()
+    assert set(spec["paths"]["/v1/jobs"]["post"]["responses"]) >= {"401", "429"}
+    assert "security" not in spec["paths"]["/v1/jobs"]["post"]  # the API runs open here
+    assert "401" not in spec["paths"]["/health"]["get"]["responses"]
+    keyed = create_app({"SETTINGS": dataclasses.replace(settings, api_keys="a:K")}).test_client()
+    spec = keyed.get("/openapi.json").get_json()
+    assert spec["paths"]["/predict"]["post"]["security"] == [{"apiKey": []}, {"bearer": []}]
+    assert spec["components"]["securitySchemes"]["apiKey"]["name"] == "X-API-Key"
