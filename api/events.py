@@ -33,16 +33,6 @@ def sse(event: str, data: dict, event_id: int | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _slots() -> threading.BoundedSemaphore:
-    svc = services()
-    with svc._lock:
-        if svc.event_slots is None:
-            settings = svc.settings
-            size = settings.event_streams or max(1, settings.api_threads // 2)
-            svc.event_slots = threading.BoundedSemaphore(size)
-        return svc.event_slots
-
-
 @bp.get("/v1/jobs/<job_id>/events")
 def events(job_id: str):
     """Live progress of a job as Server-Sent Events.
@@ -66,7 +56,7 @@ def events(job_id: str):
         503: {$ref: "#/components/responses/Error"}
     """
     job = load_job(job_id)
-    slots = _slots()
+    slots = services().event_slots
     if not slots.acquire(blocking=False):
         raise Unavailable(
             "too many live event streams on this server; poll /v1/jobs/<id> instead",

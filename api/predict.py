@@ -44,9 +44,9 @@ def _submit(rows: list[list[float]]) -> str:
     svc = services()
     job_id = svc.jobs.new_id()
     logs.job_id.set(job_id)
-    svc.jobs.put_inputs(job_id, [(0, json.dumps({"instances": rows}).encode())])
     try:
-        svc.jobs.create(job_id, "predict", tenant(), len(rows), 1)
+        inputs = [(0, json.dumps({"instances": rows}).encode())]
+        svc.jobs.create(job_id, "predict", tenant(), len(rows), 1, inputs=inputs)
         if svc.batcher is not None:
             svc.batcher.submit(job_id)
         else:

@@ -28,12 +28,12 @@ MANIFEST_CACHE_SECONDS = 2.0
 class Services:
     settings: Settings
     redis: redis.Redis
-    blocking: redis.Redis  # for BLPOP waits longer than the normal read timeout
+    blocking: redis.Redis  # for blocking waits longer than the normal read timeout
     jobs: JobStore
     presence: Presence
     celery: Celery
-    event_slots: threading.BoundedSemaphore | None = None
-    batcher: Any = None  # api.batcher.Batcher, or None without micro-batching
+    event_slots: threading.BoundedSemaphore  # live event streams this process may hold open
+    batcher: Batcher | None = None  # None when micro-batching is off
     keys: Any = None  # api.auth.KeyRing, or None when the API is open
     rate_script: Any = None
     _manifest: tuple[float, Manifest | None] = (0.0, None)
@@ -50,6 +50,9 @@ class Services:
             jobs=JobStore(client, settings),
             presence=Presence(client, settings),
             celery=make_celery(settings),
+            event_slots=threading.BoundedSemaphore(
+                settings.event_streams or max(1, settings.api_threads // 2)
+            ),
         )
         if settings.predict_batch_max > 1:
             services.batcher = Batcher(

@@ -202,8 +202,10 @@ class JobStore:
         chunks_total: int,
         layout: str = "",
         chunks: list[tuple[int, int]] | None = None,
+        inputs: list[tuple[int, bytes]] | None = None,
     ) -> None:
-        """Record a new job; ``chunks`` gives each chunk's (first row, rows)."""
+        """Record a new job; ``chunks`` gives each chunk's (first row, rows), ``inputs`` any
+        chunk inputs not stored yet (stored in the same round trip)."""
         chunks = chunks or [(1, rows_total)] * min(chunks_total, 1)
         record = {
             "kind": kind,
@@ -224,6 +226,8 @@ class JobStore:
             pipe.hset(self.key(job_id, "chunks"), mapping=meta)
             pipe.expire(self.key(job_id, "chunks"), self.ttl)
         pipe.zadd(self.active, {job_id: time.time()})
+        for index, data in inputs or []:
+            pipe.set(self.key(job_id, "in", index), data, ex=self.ttl)
         pipe.execute()
 
     def discard(self, job_id: str, chunks_total: int) -> None:
