@@ -26,7 +26,10 @@ def parse_value(value: Any) -> float | str:
     if isinstance(value, bool):
         return "is a boolean, not a number"
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float (JSON allows them)
+            return "is infinite"
     elif isinstance(value, str):
         text = value.strip()
         if not text:

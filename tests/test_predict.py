@@ -166,6 +166,13 @@ def test_a_row_the_model_cannot_take_is_422_not_a_server_error(client):
     assert "cannot score this row" in response.get_json()["error"]["message"]
 
 
+def test_an_integer_beyond_any_float_is_422_naming_the_feature(client):
+    body = b'{"features": [1' + b"0" * 400 + b", 3.5, 1.4, 0.2]}"
+    response = client.post("/predict", data=body, content_type="application/json")
+    assert response.status_code == 422
+    assert "sepal_length is infinite" in response.get_json()["error"]["message"]
+
+
 def test_one_unscorable_row_does_not_spoil_the_others(client):
     body = client.post("/v1/predict?wait=10", json={"instances": [SETOSA, HUGE]}).get_json()
     assert body["predictions"][0]["prediction"] == "setosa"

@@ -80,6 +80,26 @@ def test_ten_thousand_records_each_answered_once(stream_settings):
     assert r.xpending(s.stream_input, s.stream_group)["pending"] == 0
 
 
+def test_records_another_consumer_group_still_needs_stay_in_the_input(stream_settings):
+    s = stream_settings
+    r = connect(s)
+    r.xgroup_create(s.stream_input, "audit", id="0", mkstream=True)
+    worker = procs.start_stream_worker(s)
+    try:
+        append(r, s.stream_input, [{"id": f"a{i}", "features": SETOSA} for i in range(1000)])
+        assert len(collect(r, s.stream_output, 1000)) == 1000
+        assert r.xlen(s.stream_input) == 1000  # the audit group has read none of them
+        read = r.xreadgroup("audit", "me", {s.stream_input: ">"}, count=400)[0][1]
+        r.xack(s.stream_input, "audit", *[entry_id for entry_id, _ in read])
+        append(r, s.stream_input, [{"id": f"b{i}", "features": SETOSA} for i in range(10)])
+        assert len(collect(r, s.stream_output, 1010)) == 1010
+    finally:
+        procs.stop(worker)
+    assert r.xlen(s.stream_input) == 610  # trimmed only past what both groups answered
+    first = r.xrange(s.stream_input, count=1)[0]
+    assert first[1][b"id"] == b"a400"
+
+
 def test_bad_records_come_back_with_an_error(stream_settings):
     s = stream_settings
     worker = procs.start_stream_worker(s)
@@ -96,8 +116,11 @@ def test_bad_records_come_back_with_an_error(stream_settings):
             {"id": "nan", "features": "[1, NaN, 3, 4]"},
             {"id": "not-json", "features": "[1, 2"},
             {"id": "none"},
+            {"id": "two-arrays", "features": "[5.1, 3.5], [1.4, 0.2]"},
+            {"id": "huge-int", "features": "[1" + "0" * 400 + ", 3.5, 1.4, 0.2]"},
+            {"id": "overflow", "features": "[1e999, 3.5, 1.4, 0.2]"},
         ])  # fmt: skip
-        out = {o["id"]: o for o in collect(r, s.stream_output, 7)}
+        out = {o["id"]: o for o in collect(r, s.stream_output, 10)}
     finally:
         procs.stop(worker)
     assert json.loads(out["ok-list"]["result"])["prediction"] == "setosa"
@@ -107,7 +130,10 @@ def test_bad_records_come_back_with_an_error(stream_settings):
     assert "NaN" in out["nan"]["error"]
     assert "not valid JSON" in out["not-json"]["error"]
     assert "no 'features'" in out["none"]["error"]
-    assert all("result" not in out[k] for k in ("short", "word", "nan", "not-json", "none"))
+    assert "not valid JSON" in out["two-arrays"]["error"]
+    assert "infinite" in out["huge-int"]["error"] and "infinite" in out["overflow"]["error"]
+    bad = ("short", "word", "nan", "not-json", "none", "two-arrays", "huge-int", "overflow")
+    assert all("result" not in out[k] for k in bad)
 
 
 def test_records_pending_on_a_killed_consumer_are_claimed_and_scored(stream_settings):
@@ -164,3 +190,31 @@ def test_a_poison_record_goes_to_the_dead_letter_stream(stream_settings):
     assert json.loads(dead[0]["features"]) == SETOSA
     assert r.xlen(s.stream_output) == 0  # no answer, and no loop
     assert r.xpending(s.stream_input, s.stream_group)["pending"] == 0
+
+
+def test_plain_records_are_read_at_once_and_anything_else_one_by_one():
+    from worker.stream import plain_rows
+
+    plain = [{b"features": b"[5.1, 3.5, 1.4, 0.2]"}, {b"features": b"[6,3,5.2,-2.3e0]"}]
+    assert plain_rows(plain, 4).tolist() == [[5.1, 3.5, 1.4, 0.2], [6, 3, 5.2, -2.3]]
+    for odd in [b"[1, 2, 3]", b"[5.1, 3.5], [1.4, 0.2]", b"[1e999, 1, 1, 1]", b"[true, 1, 1, 1]",
+                b'{"a": 1}', b"[[1, 2, 3, 4]]", b"[1, 2, 3, 4", b""]:  # fmt: skip
+        assert plain_rows([*plain, {b"features": odd}], 4) is None, odd
+    assert plain_rows([{b"id": b"no features"}], 4) is None
+
+
+def test_result_text_is_what_json_dumps_writes():
+    import numpy as np
+
+    from worker.scoring import as_json, result_texts
+
+    rng = np.random.default_rng(3)
+    probabilities = rng.dirichlet([0.2] * 3, size=2000)
+    probabilities[:3] = [[1, 0, 0], [1e-7, 0.5 - 1e-7, 0.5], [0.2529125, 0.5, 0.2470875]]
+    ids = probabilities.argmax(axis=1)
+    names = ["setosa", 'a "quoted" 100% name', "virginica"]
+    expected = [
+        json.dumps({**answer, "model_version": "v%s"})
+        for answer in as_json(names, ids, probabilities)
+    ]
+    assert result_texts(names, "v%s", ids, probabilities) == expected
