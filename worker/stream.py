@@ -10,8 +10,8 @@ Contract, so any Redis client can produce and consume:
 A consumer group shares the input between stream workers. Results are added, the records
 acknowledged, and the input trimmed of what every consumer group has answered, in one atomic
 call (a Lua script; a MULTI/EXEC when some go to the dead-letter stream), so a record is
-answered once unless its consumer dies before that; then it stays pending and a live consumer claims it (XAUTOCLAIM)
-after STREAM_CLAIM_IDLE_MS. Run it with ``python -m worker.stream``.
+answered once unless its consumer dies before that; then it stays pending and a live consumer
+claims it (XAUTOCLAIM) after STREAM_CLAIM_IDLE_MS. Run it with ``python -m worker.stream``.
 """
 
 from __future__ import annotations
