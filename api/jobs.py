@@ -152,6 +152,7 @@ def submit():
         settings.max_rows_per_job,
         settings.max_columns,
         settings.max_row_bytes,
+        chunk_bytes=settings.chunk_bytes,
     )
     job_id = svc.jobs.new_id()
     logs.job_id.set(job_id)

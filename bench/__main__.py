@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             f"in-process {figures.inprocess_per_s:,} rec/s",
             f"{figures.records_per_s / figures.inprocess_per_s:.2f}x",
             f"p50 {figures.latency_p50_ms} ms, p99 {figures.latency_p99_ms} ms "
-            f"at {figures.paced_rate:,} rec/s",
+            f"at {figures.paced_rate:,} rec/s; producer ceiling "
+            f"{figures.producer_ceiling_per_s:,} rec/s",
         ))  # fmt: skip
 
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]

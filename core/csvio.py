@@ -215,27 +215,25 @@ def _pieces(stream: BinaryIO, max_row_bytes: int, read_block: int) -> Iterator[_
 
 
 class _Chunker:
-    """Rows (simple lines as they are, or parsed rows re-written) gathered into chunks."""
+    """Rows (simple lines as they are, or parsed rows re-written) gathered into chunks of at
+    most ``chunk_rows`` rows and ``chunk_bytes`` bytes (a longer row is a chunk of its own)."""
 
-    def __init__(self, chunk_rows: int, max_rows: int) -> None:
+    def __init__(self, chunk_rows: int, chunk_bytes: int, max_rows: int) -> None:
         self.chunk_rows = chunk_rows
+        self.chunk_bytes = chunk_bytes
         self.max_rows = max_rows
         self.parts: list[bytes] = []
-        self.rows: list[list[str]] = []
         self.count = 0  # rows in the chunk being gathered
+        self.size = 0  # and their bytes
         self.index = 0
         self.first_row = 1
         self.total = 0
 
-    def _grow(self, rows: int) -> None:
-        self.total += rows
-        self.count += rows
-        if self.total > self.max_rows:
-            raise PayloadTooLarge(f"the file has more than {self.max_rows} rows", field="file")
-
     def add_row(self, row: list[str]) -> Iterator[Chunk]:
-        self._grow(1)
-        self.rows.append(row)
+        data = write_rows([row])
+        if self.count and self.size + len(data) > self.chunk_bytes:
+            yield self._emit()
+        self._take(data, 1)
         if self.count >= self.chunk_rows:
             yield self._emit()
 
@@ -244,28 +242,35 @@ class _Chunker:
         i = skip
         at = int(ends[skip - 1]) if skip else 0
         while i < len(ends):
-            if self.rows:
-                self.parts.append(write_rows(self.rows))
-                self.rows = []
-            take = min(self.chunk_rows - self.count, len(ends) - i)
-            end = int(ends[i + take - 1])
-            self._grow(take)
-            self.parts.append(lines.data[at:end])
-            at, i = end, i + take
-            if self.count >= self.chunk_rows:
+            # the lines from i that end within the bytes this chunk has room for
+            fit = int(np.searchsorted(ends, at + self.chunk_bytes - self.size, "right")) - i
+            if fit <= 0 and self.count:
                 yield self._emit()
+                continue
+            take = min(self.chunk_rows - self.count, max(fit, 1), len(ends) - i)
+            end = int(ends[i + take - 1])
+            self._take(lines.data[at:end], take)
+            at, i = end, i + take
+            if self.count >= self.chunk_rows or self.size >= self.chunk_bytes:
+                yield self._emit()
+
+    def _take(self, data: bytes, rows: int) -> None:
+        self.total += rows
+        if self.total > self.max_rows:
+            raise PayloadTooLarge(f"the file has more than {self.max_rows} rows", field="file")
+        self.parts.append(data)
+        self.count += rows
+        self.size += len(data)
 
     def close(self) -> Iterator[Chunk]:
         if self.count:
             yield self._emit()
 
     def _emit(self) -> Chunk:
-        if self.rows:
-            self.parts.append(write_rows(self.rows))
         chunk = Chunk(self.index, self.first_row, self.count, b"".join(self.parts))
         self.index += 1
         self.first_row += self.count
-        self.parts, self.rows, self.count = [], [], 0
+        self.parts, self.count, self.size = [], 0, 0
         return chunk
 
 
@@ -277,8 +282,10 @@ def split_upload(
     max_columns: int = 0,
     max_row_bytes: int = 0,
     read_block: int = READ_BLOCK,
+    chunk_bytes: int = 8 << 20,
 ) -> tuple[Layout, Iterator[Chunk]]:
-    """Read the header (or first row) now; yield chunks of ``chunk_rows`` rows as they are read.
+    """Read the header (or first row) now; yield chunks of ``chunk_rows`` rows (fewer if they
+    would pass ``chunk_bytes``) as they are read.
 
     The API reads the upload once, as it arrives. Lines that are rows as they stand (no quotes,
     no lone CR, no blank line: most exports) are cut at their line ends without parsing and
@@ -312,7 +319,7 @@ def split_upload(
     layout = Layout.build(fields if is_header else None, len(fields), feature_names)
 
     def chunks() -> Iterator[Chunk]:
-        chunker = _Chunker(chunk_rows, max_rows)
+        chunker = _Chunker(chunk_rows, chunk_bytes, max_rows)
         if isinstance(first, _Lines):
             yield from chunker.add_lines(first, skip=1 if is_header else 0)
         elif not is_header:

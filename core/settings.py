@@ -27,8 +27,10 @@ class Settings:
     model_version: str = ""
     #: How long a job and everything it stored live in Redis.
     job_ttl_seconds: int = 24 * 3600
-    #: Data rows per chunk of a CSV batch; each chunk is one task.
-    chunk_rows: int = 5000
+    #: Data rows per chunk of a CSV batch; each chunk is one task ...
+    chunk_rows: int = 20_000
+    #: ... and at most this many bytes of them (wide rows make smaller chunks).
+    chunk_bytes: int = 8 * _MiB
     #: Largest accepted request body (413 above it).
     max_upload_bytes: int = 200 * _MiB
     #: Most data rows one CSV job may hold (413 above it).

@@ -61,9 +61,10 @@ def same_bytes_both_ways(chunk: csvio.Chunk, layout: csvio.Layout, seed: int) ->
     header_order=st.permutations(FEATURES),
     bom=st.booleans(),
     read_block=st.integers(1, 200),
+    chunk_bytes=st.integers(1, 400),
 )
 def test_every_row_is_scored_or_an_error_exactly_once(
-    rows, chunk_rows, line_end, header_order, bom, read_block
+    rows, chunk_rows, line_end, header_order, bom, read_block, chunk_bytes
 ):
     out = io.StringIO()
     writer = csv.writer(out, lineterminator=line_end)
@@ -74,12 +75,18 @@ def test_every_row_is_scored_or_an_error_exactly_once(
     expected = reference_rows(data)[1:]  # the data rows, as any CSV reader sees this file
 
     layout, chunks = csvio.split_upload(
-        io.BytesIO(data), FEATURES, chunk_rows, 10_000, read_block=read_block
+        io.BytesIO(data),
+        FEATURES,
+        chunk_rows,
+        10_000,
+        read_block=read_block,
+        chunk_bytes=chunk_bytes,
     )
     outcome: dict[int, list[str] | str] = {}
     next_row = 1
     for chunk in chunks:
         assert chunk.first_row == next_row and 1 <= chunk.rows <= chunk_rows
+        assert len(chunk.data) <= chunk_bytes or chunk.rows == 1
         next_row += chunk.rows
         parsed = csvio.parse_chunk(chunk.data, layout, FEATURES, chunk.first_row)
         errors = dict(parsed.errors)
