@@ -48,9 +48,10 @@ def job_body(job: Job) -> dict:
     }
 
 
-def predictions_body(job: Job) -> dict:
-    """A finished prediction job's answers, as JSON."""
-    raw = services().redis.get(services().jobs.key(job.id, "out", 0))
+def predictions_body(job: Job, raw: bytes | None = None) -> dict:
+    """A finished prediction job's answers (``raw``: as stored, else read now), as JSON."""
+    if raw is None:
+        raw = services().redis.get(services().jobs.key(job.id, "out", 0))
     return {
         "job_id": job.id,
         "status": job.status.value,

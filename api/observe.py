@@ -8,7 +8,8 @@ from flask import Blueprint, Flask, Response, g, request
 
 from api.services import services
 from core import logs, metrics
-from core.queue import queue_names
+from core.lane import PredictLane
+from core.queue import batch_queue
 
 bp = Blueprint("observe", __name__)
 
@@ -22,7 +23,7 @@ def _cluster_gauges() -> bytes:
     reg = CollectorRegistry()
     depth = Gauge("queue_depth", "Tasks waiting in a queue", ["queue"], registry=reg)
     pipe = svc.redis.pipeline(transaction=False)
-    queues = queue_names(s)
+    queues = [batch_queue(s), PredictLane(s).key]
     for q in queues:
         pipe.llen(q)
     pipe.zcard(svc.jobs.active)

@@ -14,7 +14,6 @@ from core import logs
 from core.errors import BadRequest, PayloadTooLarge, ServiceError, Timeout, Unprocessable
 from core.features import parse_instances, parse_row
 from core.jobs import Job, JobStatus
-from core.queue import SCORE_INSTANCES
 
 bp = Blueprint("predict", __name__)
 
@@ -46,20 +45,21 @@ def _submit(rows: list[list[float]]) -> str:
     logs.job_id.set(job_id)
     try:
         inputs = [(0, json.dumps({"instances": rows}).encode())]
-        svc.jobs.create(job_id, "predict", tenant(), len(rows), 1, inputs=inputs)
-        if svc.batcher is not None:
-            svc.batcher.submit(job_id)
-        else:
-            svc.send(SCORE_INSTANCES, [[job_id]])
+        # The record, its input and its place on the predict lane: one round trip.
+        svc.jobs.create(
+            job_id, "predict", tenant(), len(rows), 1, inputs=inputs, enqueue=svc.lane.key
+        )
     except BaseException:
         svc.jobs.discard(job_id, 1)
         raise
     return job_id
 
 
-def _wait(job_id: str, seconds: float) -> Job | None:
+def _wait(job_id: str, seconds: float) -> tuple[Job | None, bytes | None]:
+    """Wait for a job just submitted to end; its record and answers as they then are."""
     svc = services()
-    return svc.jobs.wait(job_id, seconds, svc.blocking)
+    svc.jobs.wait_for_end(job_id, seconds, svc.blocking)
+    return svc.jobs.get_with_output(job_id)
 
 
 @bp.post("/predict")
@@ -92,7 +92,7 @@ def predict_one():
         raise BadRequest("the body needs a 'features' field", field="features")
     row = parse_row(body["features"], svc.manifest().feature_names, "features")
     job_id = _submit([row])
-    job = _wait(job_id, svc.settings.predict_timeout_seconds)
+    job, output = _wait(job_id, svc.settings.predict_timeout_seconds)
     if job is None or not job.status.finished:
         raise Timeout(
             f"no answer within {svc.settings.predict_timeout_seconds:g}s; the job goes on",
@@ -101,7 +101,7 @@ def predict_one():
         )
     if job.status != JobStatus.SUCCEEDED:
         raise ScoringFailed(f"the prediction {job.status.value}: {job.error}", job_id=job_id)
-    answer = predictions_body(job)["predictions"][0]
+    answer = predictions_body(job, output)["predictions"][0]
     if "error" in answer:
         raise Unprocessable(f"features: {answer['error']}", field="features", job_id=job_id)
     return jsonify({**answer, "model_version": job.model_version})
@@ -152,9 +152,9 @@ def predict_many():
     matrix = parse_instances(body["instances"], features, svc.settings.max_instances)
     job_id = _submit(matrix.tolist())
     if wait > 0:
-        job = _wait(job_id, wait)
+        job, output = _wait(job_id, wait)
         if job is not None and job.status.finished:
-            return jsonify(predictions_body(job))
+            return jsonify(predictions_body(job, output))
     return accepted(job_id)
 
 

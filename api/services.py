@@ -11,11 +11,11 @@ import redis
 from celery import Celery
 from flask import current_app
 
-from api.batcher import Batcher
 from core.connection import connect
 from core.errors import Unavailable
 from core.jobs import JobStore
-from core.queue import PUBLISH_RETRY, SCORE_BATCH, make_celery
+from core.lane import PredictLane
+from core.queue import PUBLISH_RETRY, make_celery
 from core.registry import Manifest
 from core.settings import Settings
 from core.workers import Presence
@@ -33,7 +33,7 @@ class Services:
     presence: Presence
     celery: Celery
     event_slots: threading.BoundedSemaphore  # live event streams this process may hold open
-    batcher: Batcher | None = None  # None when micro-batching is off
+    lane: PredictLane
     keys: Any = None  # api.auth.KeyRing, or None when the API is open
     rate_script: Any = None
     _manifest: tuple[float, Manifest | None] = (0.0, None)
@@ -53,13 +53,8 @@ class Services:
             event_slots=threading.BoundedSemaphore(
                 settings.event_streams or max(1, settings.api_threads // 2)
             ),
+            lane=PredictLane(settings),
         )
-        if settings.predict_batch_max > 1:
-            services.batcher = Batcher(
-                lambda job_ids: services.send(SCORE_BATCH, [[job_ids]]),
-                settings.predict_batch_wait_ms,
-                settings.predict_batch_max,
-            )
         return services
 
     def manifest(self) -> Manifest:

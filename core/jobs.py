@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -139,6 +139,37 @@ redis.call('PUBLISH', KEYS[7], status)
 return status
 """
 
+# KEYS: job, chunks, active, a list to enqueue on, then one key per input.
+# ARGV: ttl, job id, now (epoch), enqueue (1/0), n, n (field, value) pairs of the record,
+#       m, each chunk's "first_row rows" (m of them), then each input's data.
+_CREATE = """
+local ttl, job_id = tonumber(ARGV[1]), ARGV[2]
+local n = tonumber(ARGV[5])
+local record = {}
+for i = 6, 5 + 2 * n do record[#record + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(record))
+redis.call('EXPIRE', KEYS[1], ttl)
+local at = 6 + 2 * n
+local chunks = tonumber(ARGV[at])
+for first = 0, chunks - 1, 1000 do
+  local meta = {}
+  for c = first, math.min(first + 999, chunks - 1) do
+    meta[#meta + 1] = c
+    meta[#meta + 1] = ARGV[at + 1 + c]
+  end
+  redis.call('HSET', KEYS[2], unpack(meta))
+end
+if chunks > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+redis.call('ZADD', KEYS[3], ARGV[3], job_id)
+at = at + 1 + chunks
+for k = 5, #KEYS do
+  redis.call('SET', KEYS[k], ARGV[at], 'EX', ttl)
+  at = at + 1
+end
+if ARGV[4] == '1' then redis.call('RPUSH', KEYS[4], job_id) end
+return 1
+"""
+
 # KEYS: job, notify, events, active.  ARGV: now, job id.  -> the status after, or 'gone'.
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -169,6 +200,14 @@ def _chunk_start(res: list) -> ChunkStart | None:
     return ChunkStart(JobStatus(res[0].decode()), int(res[1]), res[2].decode(), res[3])
 
 
+def _script(script: Any, keys: list, args: list, client: Any) -> Any:
+    """Call a registered script; in a pipeline by its SHA alone (redis-py's Script object asks
+    Redis SCRIPT EXISTS before every pipeline it is in: a round trip each time)."""
+    if isinstance(client, redis.client.Pipeline):
+        return client.evalsha(script.sha, len(keys), *keys, *args)
+    return script(keys=keys, args=args, client=client)
+
+
 class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.r = client
@@ -177,6 +216,7 @@ class JobStore:
         self._begin = client.register_script(_BEGIN)
         self._finish = client.register_script(_FINISH)
         self._cancel = client.register_script(_CANCEL)
+        self._create = client.register_script(_CREATE)
         self.active = f"{settings.key_prefix}:jobs:active"
 
     def key(self, job_id: str, *parts: object) -> str:
@@ -203,9 +243,11 @@ class JobStore:
         layout: str = "",
         chunks: list[tuple[int, int]] | None = None,
         inputs: list[tuple[int, bytes]] | None = None,
+        enqueue: str = "",
     ) -> None:
         """Record a new job; ``chunks`` gives each chunk's (first row, rows), ``inputs`` any
-        chunk inputs not stored yet (stored in the same round trip)."""
+        chunk inputs not stored yet, ``enqueue`` a list to append the job id to once it is
+        recorded: all in one atomic call."""
         chunks = chunks or [(1, rows_total)] * min(chunks_total, 1)
         record = {
             "kind": kind,
@@ -218,17 +260,15 @@ class JobStore:
             "created_at": now_iso(),
             "layout": layout,
         }
-        meta = {n: f"{first} {rows}" for n, (first, rows) in enumerate(chunks)}
-        pipe = self.r.pipeline()
-        pipe.hset(self.key(job_id), mapping=record)
-        pipe.expire(self.key(job_id), self.ttl)
-        if meta:
-            pipe.hset(self.key(job_id, "chunks"), mapping=meta)
-            pipe.expire(self.key(job_id, "chunks"), self.ttl)
-        pipe.zadd(self.active, {job_id: time.time()})
-        for index, data in inputs or []:
-            pipe.set(self.key(job_id, "in", index), data, ex=self.ttl)
-        pipe.execute()
+        meta = [f"{first} {rows}" for first, rows in chunks]
+        inputs = inputs or []
+        keys = [self.key(job_id), self.key(job_id, "chunks"), self.active, enqueue or self.active]
+        keys += [self.key(job_id, "in", index) for index, _ in inputs]
+        args: list = [self.ttl, job_id, time.time(), 1 if enqueue else 0, len(record)]
+        for name, value in record.items():
+            args += (name, value)
+        args += [len(meta), *meta, *(data for _, data in inputs)]
+        self._create(keys=keys, args=args)
 
     def discard(self, job_id: str, chunks_total: int) -> None:
         """Remove everything of a job that could not be enqueued."""
@@ -244,16 +284,22 @@ class JobStore:
         data = self.r.hgetall(self.key(job_id))
         return Job.from_hash(job_id, data) if data else None
 
+    def get_with_output(self, job_id: str, chunk: int = 0) -> tuple[Job | None, bytes | None]:
+        """The record and one chunk's output, in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(self.key(job_id))
+        pipe.get(self.key(job_id, "out", chunk))
+        data, output = pipe.execute()
+        return (Job.from_hash(job_id, data) if data else None), output
+
     def begin_chunk(self, job_id: str, chunk: int) -> ChunkStart | None:
         """Count a delivery of ``chunk`` and mark the job running; None if the job is gone."""
         return _chunk_start(self._begin_call(job_id, chunk, self.r))
 
     def begin_many(self, job_ids: list[str]) -> list[ChunkStart | None]:
         """begin_chunk for chunk 0 of each job, in one round trip."""
-        pipe = self.r.pipeline(transaction=False)
-        for job_id in job_ids:
-            self._begin_call(job_id, 0, pipe)
-        return [_chunk_start(res) for res in pipe.execute()]
+        results = self._pipelined(lambda pipe: [self._begin_call(j, 0, pipe) for j in job_ids])
+        return [_chunk_start(res) for res in results]
 
     def _begin_call(self, job_id: str, chunk: int, client: Any) -> Any:
         keys = [
@@ -263,7 +309,7 @@ class JobStore:
             self.key(job_id, "events"),
             self.active,
         ]
-        return self._begin(keys=keys, args=[chunk, now_iso(), job_id, time.time()], client=client)
+        return _script(self._begin, keys, [chunk, now_iso(), job_id, time.time()], client)
 
     def finish_chunk(
         self,
@@ -282,10 +328,25 @@ class JobStore:
 
     def finish_many(self, finished: list[tuple]) -> list[str]:
         """finish_chunk for each (job id, chunk, output, errors, ok, failed, model, failure)."""
-        pipe = self.r.pipeline(transaction=False)
-        for args in finished:
-            self._finish_call(*args, client=pipe)
-        return [res.decode() for res in pipe.execute()]
+        results = self._pipelined(
+            lambda pipe: [self._finish_call(*args, client=pipe) for args in finished]
+        )
+        return [res.decode() for res in results]
+
+    def _pipelined(self, fill: Callable[[Any], object]) -> list:
+        """Script calls in one pipeline (``fill`` adds them), sent again with the scripts
+        loaded if Redis lost them (a restart without its data)."""
+        for attempt in (1, 2):
+            pipe = self.r.pipeline(transaction=False)
+            fill(pipe)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in (self._begin, self._finish, self._cancel):
+                    self.r.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def _finish_call(
         self,
@@ -312,7 +373,7 @@ class JobStore:
         name, version = model or ("", "")
         args = [chunk, output, errors, rows_ok, rows_failed, now_iso(), name, version, failure]
         args += [job_id, time.time()]
-        return self._finish(keys=keys, args=args, client=client)
+        return _script(self._finish, keys, args, client)
 
     def cancel(self, job_id: str) -> str:
         keys = [
@@ -329,11 +390,17 @@ class JobStore:
         job = self.get(job_id)
         if job is None or job.status.finished or timeout <= 0:
             return job
+        self.wait_for_end(job_id, timeout, blocking)
+        return self.get(job_id)
+
+    def wait_for_end(self, job_id: str, timeout: float, blocking: redis.Redis) -> None:
+        """Block until the job's end is signalled (at once if it has ended) or ``timeout``."""
+        if timeout <= 0:
+            return  # (BLMOVE's timeout 0 would mean forever)
         notify = self.key(job_id, "notify")
         # Rotate the list onto itself rather than pop it: the signal stays for any other
         # client waiting on the same job, and the key keeps its TTL.
         blocking.blmove(notify, notify, timeout, "LEFT", "RIGHT")
-        return self.get(job_id)
 
     def stalled(self, idle_seconds: float, limit: int = 100) -> list[str]:
         """Unfinished jobs that have not moved for ``idle_seconds``."""

@@ -11,26 +11,24 @@ from kombu import Queue
 
 from core.settings import Settings
 
+#: The one task: score a chunk of a CSV job. (Predictions take the lighter predict lane,
+#: core/lane.py.)
 SCORE_CHUNK = "worker.score_chunk"
-SCORE_INSTANCES = "worker.score_instances"
-#: Several prediction jobs that arrived together, scored in one call.
-SCORE_BATCH = "worker.score_batch"
 
 
 #: How long a publish may retry before the API answers 503.
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
-def queue_names(settings: Settings) -> tuple[str, str]:
-    """(predict, batch): under the key prefix, so deployments sharing a Redis stay apart.
-
-    Single predictions have their own queue so they never wait behind a big batch."""
-    return f"{settings.key_prefix}.predict", f"{settings.key_prefix}.batch"
+def batch_queue(settings: Settings) -> str:
+    """The Celery queue of CSV chunks, under the key prefix, so deployments sharing a Redis stay
+    apart."""
+    return f"{settings.key_prefix}.batch"
 
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("queue_inference", broker=settings.redis_url, set_as_current=False)
-    predict_queue, batch_queue = queue_names(settings)
+    queue = batch_queue(settings)
     timeout = settings.redis_timeout
     app.conf.update(
         # Pickle on the wire is remote code execution: accept JSON and nothing else.
@@ -67,14 +65,9 @@ def make_celery(settings: Settings) -> Celery:
         },
         task_publish_retry=True,
         task_publish_retry_policy=PUBLISH_RETRY,
-        # A worker consumes both queues (no -Q needed); each task goes to its own.
-        task_queues=[Queue(predict_queue), Queue(batch_queue)],
-        task_default_queue=batch_queue,
-        task_routes={
-            SCORE_CHUNK: {"queue": batch_queue},
-            SCORE_INSTANCES: {"queue": predict_queue},
-            SCORE_BATCH: {"queue": predict_queue},
-        },
+        task_queues=[Queue(queue)],
+        task_default_queue=queue,
+        task_routes={SCORE_CHUNK: {"queue": queue}},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_send_sent_event=False,

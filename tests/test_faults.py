@@ -19,7 +19,8 @@ import psutil
 
 from api import create_app
 from core.embedded_redis import EmbeddedRedis
-from core.queue import queue_names
+from core.lane import PredictLane
+from core.queue import batch_queue
 from tests import procs
 from tests.conftest import wait_for_job
 
@@ -142,7 +143,7 @@ def test_killed_worker_is_replaced_and_the_job_completes(settings):
 def test_a_chunk_that_kills_its_worker_every_time_fails_its_rows(settings):
     """Chunk 1 holds a few 1 MB rows; each time a pool process starts it, the test kills that
     process (as an out-of-memory killer would) until the delivery cap fails its rows."""
-    s = isolated(settings, chunk_rows=40, max_row_bytes=2 * 2**20)
+    s = isolated(settings, chunk_rows=40, chunk_bytes=2**26, max_row_bytes=2 * 2**20)
     worker = procs.start_worker(s, concurrency=1)
     try:
         app = create_app({"SETTINGS": s})
@@ -298,9 +299,9 @@ def test_a_lost_task_message_is_sent_again(settings):
     app = create_app({"SETTINGS": s})
     client, r = app.test_client(), app.extensions["inference"].redis
     job_id = submit(client, make_csv(1000))  # no worker: its ten messages wait in the queue
-    batch_queue = queue_names(s)[1]
-    assert r.llen(batch_queue) == 10
-    r.delete(batch_queue)  # ... and are lost
+    queue = batch_queue(s)
+    assert r.llen(queue) == 10
+    r.delete(queue)  # ... and are lost
     worker = procs.start_worker(s, concurrency=2)
     try:
         job = wait_for_job(client, job_id, timeout=60)
@@ -308,3 +309,27 @@ def test_a_lost_task_message_is_sent_again(settings):
         check_every_row_once(client, job, 1000)
     finally:
         procs.stop(worker)
+
+
+def test_predictions_taken_by_a_worker_that_died_are_put_back_on_the_lane(settings):
+    """A worker process that dies holding a batch of predictions leaves their jobs unfinished
+    and off the lane; the sweeper puts them back and a live worker scores them."""
+    s = isolated(settings, visibility_timeout_seconds=2, restore_interval_seconds=1,
+                 task_time_limit_seconds=2)  # fmt: skip
+    procs.stop(procs.start_worker(s, concurrency=1))  # publishes the model manifest, then goes
+    app = create_app({"SETTINGS": s})
+    client, r = app.test_client(), app.extensions["inference"].redis
+    body = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+    ids = [client.post("/v1/predict", json=body).get_json()["job_id"] for _ in range(5)]
+    lane = PredictLane(s).key
+    assert r.lrange(lane, 0, -1) == [i.encode() for i in ids]
+    assert r.delete(lane) == 1  # taken, as by a worker that then died
+    worker = procs.start_worker(s, concurrency=2)
+    try:
+        jobs = [wait_for_job(client, job_id, timeout=60) for job_id in ids]
+    finally:
+        procs.stop(worker)
+    assert {job["status"] for job in jobs} == {"succeeded"}
+    for job_id in ids:
+        answer = client.get(f"/v1/jobs/{job_id}/result").get_json()["predictions"]
+        assert [a["prediction"] for a in answer] == ["setosa"]

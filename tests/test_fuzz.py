@@ -44,4 +44,7 @@ def test_api_matches_its_document(app):
         check()
     print({label: dict(codes) for label, codes in seen.items()})
     assert len(seen) == len(operations)  # every operation was called
-    assert seen["POST /predict"][200]  # and valid requests among them were answered
+    # Generated bodies are rarely four valid numbers: the documented example must be answered.
+    predict = next(op for op in operations if op.label == "POST /predict")
+    case = predict.Case(body={"features": [5.1, 3.5, 1.4, 0.2]}, media_type="application/json")
+    assert case.call_and_validate(checks=CHECKS).status_code == 200

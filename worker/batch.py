@@ -71,7 +71,9 @@ def _observe(kind: str, start: ChunkStart, began: float, outcome: str, ok: int, 
         m.redeliveries.inc()
     if outcome in ("succeeded", "failed", "cancelled"):
         m.jobs.labels(kind, outcome).inc()
-        log.info("job %s", outcome)
+        # A line per CSV job; predictions, hundreds a second, log only when they fail.
+        level = logging.DEBUG if kind == "predict" and outcome == "succeeded" else logging.INFO
+        log.log(level, "job %s", outcome)
     return outcome
 
 
@@ -122,11 +124,6 @@ def _score_rows(model, manifest, layout: csvio.Layout, data: bytes, first_row: i
     )
     errors = csvio.format_errors(parsed.errors)
     return output, errors, len(parsed.kept), len(parsed.errors)
-
-
-def score_instances(rt: ModelRuntime, job_id: str) -> str:
-    """One prediction job (as the sweeper re-sends it): a batch of one."""
-    return score_instance_batch(rt, [job_id])
 
 
 def score_instance_batch(rt: ModelRuntime, job_ids: list[str]) -> str:

@@ -12,6 +12,7 @@ from core import logs, metrics
 from core.queue import make_celery
 from core.settings import Settings
 from worker import tasks
+from worker.predictions import PredictionServer
 from worker.runtime import ModelRuntime
 from worker.sweeper import sweep
 
@@ -29,10 +30,15 @@ def _logging(loglevel: int | str | None = None, **_: object) -> None:
     logs.configure("worker", settings.log_format, loglevel or "INFO")
 
 
+_servers: list[PredictionServer] = []
+
+
 def _start_runtime() -> None:
     runtime = ModelRuntime(settings, chores=lambda: sweep(runtime.store, app, settings))
     tasks.bind(runtime)
     runtime.start()
+    # Predictions come off their own lane, scored by a thread beside the tasks.
+    _servers.append(PredictionServer(settings, runtime).start())
 
 
 @worker_process_init.connect
@@ -52,6 +58,8 @@ def _ready(sender: object = None, **_: object) -> None:
 
 @worker_process_shutdown.connect
 def _leave(**_: object) -> None:
+    for server in _servers:
+        server.stop()
     runtime = tasks.bound()
     if runtime is not None:
         runtime.leave()

@@ -1,4 +1,5 @@
-"""The sweeper: send again the chunks of jobs whose task messages were lost.
+"""The sweeper: send again the chunks of jobs whose task messages were lost (and put back on the
+predict lane the prediction jobs of a worker that died holding them).
 
 Celery on Redis can lose a message outright: the worker pops it from the queue and the
 connection drops before kombu records it as unacknowledged (seen when Redis restarts). No
@@ -15,7 +16,8 @@ import logging
 from celery import Celery
 
 from core.jobs import JobStore
-from core.queue import PUBLISH_RETRY, SCORE_CHUNK, SCORE_INSTANCES, queue_names
+from core.lane import PredictLane
+from core.queue import PUBLISH_RETRY, SCORE_CHUNK, batch_queue
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,8 @@ def sweep(store: JobStore, celery: Celery, settings: Settings) -> int:
     if not r.set(lock, "1", nx=True, px=int(settings.restore_interval_seconds * 1000)):
         return 0  # another process swept within the interval
     stalled = store.stalled(stall_seconds(settings))
-    if not stalled or any(r.llen(q) for q in queue_names(settings)):
+    lane = PredictLane(settings)
+    if not stalled or any(r.llen(q) for q in (batch_queue(settings), lane.key)):
         return 0  # nothing stalled, or work still queued ahead of it
     sent = 0
     with celery.producer_or_acquire() as producer:
@@ -42,10 +45,12 @@ def sweep(store: JobStore, celery: Celery, settings: Settings) -> int:
                 continue
             for chunk, first, rows in missing:
                 if job.kind == "predict":
-                    name, args = SCORE_INSTANCES, [job_id]
+                    lane.push(r, job_id)
                 else:
-                    name, args = SCORE_CHUNK, [job_id, chunk, first, rows]
-                celery.send_task(name, args=args, producer=producer, retry_policy=PUBLISH_RETRY)
+                    args = [job_id, chunk, first, rows]
+                    celery.send_task(
+                        SCORE_CHUNK, args=args, producer=producer, retry_policy=PUBLISH_RETRY
+                    )
                 sent += 1
             store.touch(job_id)
             log.warning("job %s had not moved; sent %d lost chunk(s) again", job_id, len(missing))

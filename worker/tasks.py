@@ -9,7 +9,7 @@ from collections.abc import Callable
 from celery import shared_task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 
-from core.queue import SCORE_BATCH, SCORE_CHUNK, SCORE_INSTANCES
+from core.queue import SCORE_CHUNK
 from worker import batch
 from worker.runtime import ModelRuntime
 
@@ -52,13 +52,3 @@ def score_chunk(job_id: str, chunk: int, first_row: int, rows: int) -> str:
     return _requeue_on_retryable(
         lambda: batch.score_chunk(runtime(), job_id, chunk, first_row, rows)
     )
-
-
-@shared_task(name=SCORE_INSTANCES)
-def score_instances(job_id: str) -> str:
-    return _requeue_on_retryable(lambda: batch.score_instances(runtime(), job_id))
-
-
-@shared_task(name=SCORE_BATCH)
-def score_batch(job_ids: list[str]) -> str:
-    return _requeue_on_retryable(lambda: batch.score_instance_batch(runtime(), job_ids))
