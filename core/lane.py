@@ -10,11 +10,20 @@ like a lost Celery message: its jobs are still in the active-jobs index, and go 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import redis
 
 from core.settings import Settings
+
+#: Take up to ARGV[1] ids off the head of the list KEYS[1], in one call.
+_TAKE = """
+local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #ids > 0 then redis.call('LTRIM', KEYS[1], #ids, -1) end
+return ids
+"""
+_TAKE_SHA = hashlib.sha1(_TAKE.encode()).hexdigest()
 
 
 class PredictLane:
@@ -26,8 +35,12 @@ class PredictLane:
         client.rpush(self.key, *job_ids)
 
     def take(self, r: redis.Redis, most: int, block_seconds: float) -> list[str]:
-        """Up to ``most`` job ids: waits up to ``block_seconds`` for one, then takes whatever
-        else is waiting. ``r`` needs a read timeout longer than the block."""
+        """Up to ``most`` job ids: whatever is waiting, else the first to arrive within
+        ``block_seconds`` and whatever came with it. ``r`` needs a read timeout longer than
+        the block."""
+        waiting = self.take_waiting(r, most)
+        if waiting:
+            return waiting
         first = r.blpop([self.key], timeout=block_seconds)
         if first is None:
             return []
@@ -37,7 +50,9 @@ class PredictLane:
         """Up to ``most`` job ids that are waiting now, without blocking."""
         if most <= 0:
             return []
-        pipe = r.pipeline(transaction=True)
-        pipe.lrange(self.key, 0, most - 1)
-        pipe.ltrim(self.key, most, -1)
-        return [job_id.decode() for job_id in pipe.execute()[0]]
+        try:
+            ids = r.evalsha(_TAKE_SHA, 1, self.key, most)
+        except redis.exceptions.NoScriptError:  # a Redis that has not seen it (or restarted)
+            r.script_load(_TAKE)
+            ids = r.evalsha(_TAKE_SHA, 1, self.key, most)
+        return [job_id.decode() for job_id in ids]
