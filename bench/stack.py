@@ -7,6 +7,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -28,7 +29,9 @@ def wait_http(url: str, deadline: float) -> None:
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
-        except OSError:
+        except OSError as exc:
+            if isinstance(exc, urllib.error.HTTPError):
+                exc.close()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{url} did not answer") from None
             time.sleep(0.1)

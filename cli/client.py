@@ -36,7 +36,8 @@ class ApiClient:
         try:
             return urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
-            raise CliError(f"{exc.code}: {_error_message(exc)}") from None
+            with exc:
+                raise CliError(f"{exc.code}: {_error_message(exc)}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise CliError(f"cannot reach the API at {self.base}: {reason}", code=2) from None

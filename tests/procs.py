@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -89,7 +90,9 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
-        except OSError:
+        except OSError as exc:
+            if isinstance(exc, urllib.error.HTTPError):
+                exc.close()  # (an HTTP error holds its connection open until closed)
             assert proc.poll() is None and time.monotonic() < deadline, log_of(proc)
             time.sleep(0.1)
 

@@ -127,8 +127,9 @@ def test_compose_services_work_together_locally(settings):
                 with urllib.request.urlopen(base + "/readyz", timeout=3) as response:
                     if response.status == 200:
                         break
-            except OSError:
-                pass
+            except OSError as exc:
+                if isinstance(exc, urllib.error.HTTPError):
+                    exc.close()
             logs = [procs.log_of(p) for p in started]
             assert time.monotonic() < deadline, logs
             assert all(p.poll() is None for p in started), logs
@@ -140,6 +141,7 @@ def test_compose_services_work_together_locally(settings):
             urllib.request.urlopen(unauthenticated, timeout=10)
             raise AssertionError("compose's API took a job without a key")
         except urllib.error.HTTPError as exc:
+            exc.close()
             assert exc.code == 401
         job = _call(base + "/v1/jobs", data=csv, content_type="text/csv")
         deadline = time.monotonic() + 30
