@@ -41,10 +41,10 @@ class Settings:
     predict_timeout_seconds: float = 10.0
     #: Cap on ?wait= for POST /v1/predict.
     max_wait_seconds: float = 30.0
-    #: Single predictions queued while the previous task was being sent share the next task,
-    #: up to this many (1: a task each) ...
+    #: A worker takes up to this many waiting predictions off the predict lane to score in one
+    #: call (1: one at a time) ...
     predict_batch_max: int = 64
-    #: ... and, while requests keep coming, waits this many ms for more (0: never waits).
+    #: ... and, when they arrive together, waits this many ms for more (0: never waits).
     predict_batch_wait_ms: float = 2.0
     #: How many times one chunk may be delivered before its rows are failed.
     max_deliveries: int = 3
