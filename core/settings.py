@@ -46,6 +46,9 @@ class Settings:
     predict_batch_max: int = 64
     #: ... and, when they arrive together, waits this many ms for more (0: never waits).
     predict_batch_wait_ms: float = 2.0
+    #: How many pool processes of each worker take predictions (0: all). One takes bigger
+    #: batches than two sharing the lane, and a batch costs about the same whatever its size.
+    predict_processes: int = 1
     #: How many times one chunk may be delivered before its rows are failed.
     max_deliveries: int = 3
     #: Redis broker visibility timeout: a task taken by a worker that died (or cut off by a

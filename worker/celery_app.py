@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 
+import billiard.process
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown, worker_ready
 
@@ -37,8 +38,11 @@ def _start_runtime() -> None:
     runtime = ModelRuntime(settings, chores=lambda: sweep(runtime.store, app, settings))
     tasks.bind(runtime)
     runtime.start()
-    # Predictions come off their own lane, scored by a thread beside the tasks.
-    _servers.append(PredictionServer(settings, runtime).start())
+    # Predictions come off their own lane, scored by a thread beside the tasks, in the first
+    # PREDICT_PROCESSES pool processes (fewer takers make bigger batches: cheaper predictions).
+    index = getattr(billiard.process.current_process(), "index", None)  # None: not a pool child
+    if index is None or not settings.predict_processes or index < settings.predict_processes:
+        _servers.append(PredictionServer(settings, runtime).start())
 
 
 @worker_process_init.connect
