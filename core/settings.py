@@ -65,9 +65,10 @@ class Settings:
     #: Address and port the API binds.
     host: str = "127.0.0.1"
     port: int = 5000
-    #: gunicorn processes and threads per process.
+    #: gunicorn processes and threads per process. A thread waits on Redis through a whole
+    #: prediction, so threads, not cores, bound how many predictions are in flight.
     web_concurrency: int = 2
-    api_threads: int = 8
+    api_threads: int = 16
     #: Worker processes per Celery worker (0: one per core).
     worker_concurrency: int = 0
     #: Prefix of every Redis key the service owns.
