@@ -105,6 +105,18 @@ def parse_record(fields: dict[bytes, bytes], feature_names: Sequence[str]) -> li
         return exc.message
 
 
+def _entries(reply: list | None) -> list[Entry]:
+    """XREADGROUP's raw reply (one stream; RESP2 or RESP3) as (entry id, fields)."""
+    if not reply:
+        return []
+    entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+    return [
+        (entry_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+        for entry_id, flat in entries
+        if flat is not None
+    ]
+
+
 def plain_rows(records: Sequence[dict[bytes, bytes]], width: int) -> np.ndarray | None:
     """The records' features at once, when every one is a JSON array of ``width`` finite plain
     numbers (what producers send); None when any needs parse_record's care."""
@@ -173,17 +185,48 @@ class StreamWorker:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read(self) -> int:
-        """Read and score one batch of new records; the number handled."""
+    def read(self, until: float) -> int:
+        """Read and score batches of new records until none are waiting or ``until`` (a
+        monotonic time) passes; the number handled. While one batch is scored, Redis writes
+        the answers of the batch before and reads the next one: one worker keeps both busy."""
+        s = self.s
         got = self.r.xreadgroup(
-            self.s.stream_group,
-            self.consumer,
-            {self.s.stream_input: ">"},
-            count=self.s.stream_batch,
-            block=self.s.stream_block_ms,
-        )
-        entries: list[Entry] = got[0][1] if got else []
-        return self.handle(entries, {})
+            s.stream_group, self.consumer, {s.stream_input: ">"},
+            count=s.stream_batch, block=s.stream_block_ms,
+        )  # fmt: skip
+        batch: list[Entry] = got[0][1] if got else []
+        if not batch:
+            return 0
+        handled = 0
+        written = False  # a write whose reply is still to be read
+        conn = self.r.connection_pool.get_connection()
+        try:
+            while batch:
+                ahead = time.monotonic() < until
+                if ahead:
+                    conn.send_command(
+                        "XREADGROUP", "GROUP", s.stream_group, self.consumer,
+                        "COUNT", s.stream_batch, "STREAMS", s.stream_input, ">",
+                    )  # fmt: skip
+                began = time.perf_counter()
+                model, manifest = self.runtime.get()
+                answers = answer(model, manifest, [fields for _, fields in batch])
+                if written:
+                    conn.read_response()
+                following = _entries(conn.read_response()) if ahead else []
+                conn.send_command("EVALSHA", self._write_script.sha, 2, s.stream_output,
+                                  s.stream_input, *self._write_args(batch, answers))  # fmt: skip
+                written = True
+                self._observe(began, answers, 0)
+                handled += len(batch)
+                batch = following
+            conn.read_response()
+        except BaseException:
+            conn.disconnect()  # replies may still be on their way
+            raise
+        finally:
+            self.r.connection_pool.release(conn)
+        return handled
 
     def claim(self) -> int:
         """Take over records left pending by a consumer that stopped answering."""
@@ -233,24 +276,28 @@ class StreamWorker:
         if dead:
             self._write_with_dead(live, answers, dead)
         else:
-            self._write(live, answers)
+            args = self._write_args(live, answers)
+            self._write_script(keys=[self.s.stream_output, self.s.stream_input], args=args)
+        self._observe(began, answers, len(dead))
+        return len(entries)
+
+    def _observe(self, began: float, answers: list[Answer], dead: int) -> None:
         self.runtime.tasks += 1
         m = metrics.get()
         m.stream_batch_seconds.observe(time.perf_counter() - began)
         answered = sum(1 for field, _ in answers if field == "result")
         m.stream_records.labels("scored").inc(answered)
         m.stream_records.labels("error").inc(len(answers) - answered)
-        m.stream_records.labels("dead").inc(len(dead))
-        return len(entries)
+        m.stream_records.labels("dead").inc(dead)
 
-    def _write(self, live: list[Entry], answers: list[Answer]) -> None:
-        """Answers in, records acknowledged and removed: all or nothing, in one call."""
+    def _write_args(self, live: list[Entry], answers: list[Answer]) -> list:
+        """The arguments of _WRITE_LUA: answers in, records acknowledged, input trimmed."""
         s = self.s
         args: list = [s.stream_group, s.stream_maxlen, len(answers)]
         for (_, fields), (field, value) in zip(live, answers, strict=True):
             args += (fields.get(b"id", b""), field, value)
         args += [entry_id for entry_id, _ in live]
-        self._write_script(keys=[s.stream_output, s.stream_input], args=args)
+        return args
 
     def _write_with_dead(
         self, live: list[Entry], answers: list[Answer], dead: list[tuple[Entry, int]]
@@ -280,11 +327,12 @@ class StreamWorker:
                 if not ready:
                     self.runtime.get()
                     self.ensure_group()
+                    self.r.script_load(_WRITE_LUA)  # read() calls it by its SHA alone
                     ready = True
                 if time.monotonic() >= next_claim:
                     self.claim()
                     next_claim = time.monotonic() + self.s.stream_claim_idle_ms / 2000
-                self.read()
+                self.read(until=next_claim)
             except ModelError as exc:
                 log.error("cannot score: %s", exc)
                 stop.wait(5)
@@ -292,6 +340,8 @@ class StreamWorker:
                 log.warning("redis unreachable (%s); retrying", exc)
                 ready = False
                 stop.wait(1)
+            except redis.exceptions.NoScriptError:
+                ready = False  # Redis lost its scripts (SCRIPT FLUSH): load them again
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
