@@ -18,6 +18,7 @@ CLIENTS = (1, 8, 32)
 def run(seconds: float) -> dict:
     figures: dict = {"service_predict": [], "service_v1_wait": [], "baseline_predict": []}
     with Stack(celery_processes=2, api=True) as stack:
+        load.run(stack.url + "/predict", BODY, 8, 1.0)  # warm-up, not counted (as below)
         for clients in CLIENTS:
             figures["service_predict"].append(
                 load.run(stack.url + "/predict", BODY, clients, seconds).__dict__
@@ -32,6 +33,7 @@ def run(seconds: float) -> dict:
         import time
 
         wait_http(base + "/health", time.monotonic() + 60)
+        load.run(base + "/predict", BODY, 8, 1.0)
         for clients in CLIENTS:
             figures["baseline_predict"].append(
                 load.run(base + "/predict", BODY, clients, seconds).__dict__
