@@ -4,6 +4,7 @@ baseline app under the same gunicorn settings, at 1, 8 and 32 concurrent clients
 from __future__ import annotations
 
 import json
+import time
 
 from bench import load
 from bench.stack import Stack, wait_http
@@ -16,9 +17,17 @@ CLIENTS = (1, 8, 32)
 
 
 def run(seconds: float) -> dict:
+    """Each step runs against the service and then the baseline right after it, so both see the
+    machine in the same state (its speed drifts)."""
     figures: dict = {"service_predict": [], "service_v1_wait": [], "baseline_predict": []}
     with Stack(celery_processes=2, api=True) as stack:
-        load.run(stack.url + "/predict", BODY, 8, 1.0)  # warm-up, not counted (as below)
+        port = free_port()
+        cmd = local(["gunicorn", "-c", "api/gunicorn_conf.py", "bench.baseline_app:app"])
+        stack._spawn(cmd, {"PORT": str(port)})
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/health", time.monotonic() + 60)
+        for url in (stack.url, base):
+            load.run(url + "/predict", BODY, 8, 1.0)  # warm-up, not counted
         for clients in CLIENTS:
             figures["service_predict"].append(
                 load.run(stack.url + "/predict", BODY, clients, seconds).__dict__
@@ -26,15 +35,6 @@ def run(seconds: float) -> dict:
             figures["service_v1_wait"].append(
                 load.run(stack.url + "/v1/predict?wait=5", V1_BODY, clients, seconds).__dict__
             )
-        port = free_port()
-        cmd = local(["gunicorn", "-c", "api/gunicorn_conf.py", "bench.baseline_app:app"])
-        stack._spawn(cmd, {"PORT": str(port)})
-        base = f"http://127.0.0.1:{port}"
-        import time
-
-        wait_http(base + "/health", time.monotonic() + 60)
-        load.run(base + "/predict", BODY, 8, 1.0)
-        for clients in CLIENTS:
             figures["baseline_predict"].append(
                 load.run(base + "/predict", BODY, clients, seconds).__dict__
             )
