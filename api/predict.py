@@ -58,8 +58,7 @@ def _submit(rows: list[list[float]]) -> str:
 def _wait(job_id: str, seconds: float) -> tuple[Job | None, bytes | None]:
     """Wait for a job just submitted to end; its record and answers as they then are."""
     svc = services()
-    svc.jobs.wait_for_end(job_id, seconds, svc.blocking)
-    return svc.jobs.get_with_output(job_id)
+    return svc.jobs.wait_for_answer(job_id, seconds, svc.blocking)
 
 
 @bp.post("/predict")

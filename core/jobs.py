@@ -7,7 +7,8 @@ Keys, all under ``<prefix>:job:<id>`` and all expiring with the job:
   :err:<n>      a chunk's "row,error" lines
   :done         set of finished chunk numbers: a chunk counts once however often it runs
   :tries        hash chunk -> deliveries, for the redelivery cap
-  :notify       a list pushed once when the job ends, for clients that wait
+  :notify       a list pushed once when the job ends, for clients that wait: the final status,
+                or for a prediction job [the record's fields, the answers] as JSON
   :events       a pub/sub channel told each time the job moves, for live event streams
   :chunks       hash chunk -> "first_row rows", so a lost chunk can be sent again
 and ``<prefix>:jobs:active``, a sorted set of unfinished jobs by the time they last moved, which
@@ -17,6 +18,7 @@ Each transition is one Lua script, so it is atomic and one round trip.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -131,7 +133,12 @@ if status == 'queued' or status == 'running' then
   status = 'succeeded'
   if redis.call('HEXISTS', KEYS[1], 'error') == 1 then status = 'failed' end
   redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[6])
-  redis.call('RPUSH', KEYS[6], status)
+  local signal = status
+  if redis.call('HGET', KEYS[1], 'kind') == 'predict' then
+    -- a prediction's waiter gets the record and the answers with the signal itself
+    signal = cjson.encode({redis.call('HGETALL', KEYS[1]), ARGV[2]})
+  end
+  redis.call('RPUSH', KEYS[6], signal)
   redis.call('PEXPIRE', KEYS[6], ttl)
 end
 redis.call('ZREM', KEYS[8], ARGV[10])
@@ -393,14 +400,28 @@ class JobStore:
         self.wait_for_end(job_id, timeout, blocking)
         return self.get(job_id)
 
-    def wait_for_end(self, job_id: str, timeout: float, blocking: redis.Redis) -> None:
-        """Block until the job's end is signalled (at once if it has ended) or ``timeout``."""
+    def wait_for_end(self, job_id: str, timeout: float, blocking: redis.Redis) -> bytes | None:
+        """Block until the job's end is signalled (at once if it has ended) or ``timeout``;
+        the signal, or None."""
         if timeout <= 0:
-            return  # (BLMOVE's timeout 0 would mean forever)
+            return None  # (BLMOVE's timeout 0 would mean forever)
         notify = self.key(job_id, "notify")
         # Rotate the list onto itself rather than pop it: the signal stays for any other
         # client waiting on the same job, and the key keeps its TTL.
-        blocking.blmove(notify, notify, timeout, "LEFT", "RIGHT")
+        return blocking.blmove(notify, notify, timeout, "LEFT", "RIGHT")
+
+    def wait_for_answer(
+        self, job_id: str, timeout: float, blocking: redis.Redis
+    ) -> tuple[Job | None, bytes | None]:
+        """A prediction job's record and answers once it ends (or as they are at ``timeout``):
+        usually carried by the end signal itself, one round trip in all."""
+        signal = self.wait_for_end(job_id, timeout, blocking)
+        if signal and signal.startswith(b"["):
+            fields, output = json.loads(signal)
+            pairs = zip(fields[::2], fields[1::2], strict=True)
+            record = {k.encode(): v.encode() for k, v in pairs}
+            return Job.from_hash(job_id, record), output.encode() or None
+        return self.get_with_output(job_id)  # not ended, or cancelled
 
     def stalled(self, idle_seconds: float, limit: int = 100) -> list[str]:
         """Unfinished jobs that have not moved for ``idle_seconds``."""
