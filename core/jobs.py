@@ -392,14 +392,6 @@ class JobStore:
         res = self._cancel(keys=keys, args=[now_iso(), job_id])
         return res.decode()
 
-    def wait(self, job_id: str, timeout: float, blocking: redis.Redis) -> Job | None:
-        """Block until the job ends or ``timeout`` passes; return the record as it then is."""
-        job = self.get(job_id)
-        if job is None or job.status.finished or timeout <= 0:
-            return job
-        self.wait_for_end(job_id, timeout, blocking)
-        return self.get(job_id)
-
     def wait_for_end(self, job_id: str, timeout: float, blocking: redis.Redis) -> bytes | None:
         """Block until the job's end is signalled (at once if it has ended) or ``timeout``;
         the signal, or None."""

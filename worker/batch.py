@@ -1,4 +1,5 @@
-"""What a task does, as plain functions of a runtime: score one chunk, or one prediction job.
+"""What the workers do, as plain functions of a runtime: score one chunk of a CSV job (a Celery
+task), or a batch of prediction jobs taken off the predict lane (worker/predictions.py).
 
 Each is safe to run twice (the job store counts a chunk once) and checks the job record before
 scoring, so a cancelled job starts no new chunk whatever Celery still holds. A chunk that cannot
