@@ -22,8 +22,10 @@ bp = Blueprint("jobs", __name__)
 log = logging.getLogger(__name__)
 
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
-#: Chunks of input written to Redis per round trip while an upload streams in.
+#: Chunks of input written to Redis per round trip while an upload streams in, and the most
+#: bytes they may hold (a chunk can be CHUNK_BYTES: eight of them would be 64 MiB in memory).
 PUT_BATCH = 8
+PUT_BYTES = 4 << 20
 #: Bytes read from the request body at a time.
 READ_BUFFER = 1 << 20
 
@@ -161,13 +163,15 @@ def submit():
     rows_total = 0
     try:
         pending: list[tuple[int, bytes]] = []
+        held = 0
         for chunk in chunks:
             pending.append((chunk.index, chunk.data))
+            held += len(chunk.data)
             tasks.append([job_id, chunk.index, chunk.first_row, chunk.rows])
             rows_total += chunk.rows
-            if len(pending) >= PUT_BATCH:
+            if len(pending) >= PUT_BATCH or held >= PUT_BYTES:
                 svc.jobs.put_inputs(job_id, pending)
-                pending = []
+                pending, held = [], 0
         if pending:
             svc.jobs.put_inputs(job_id, pending)
         if rows_total == 0:
