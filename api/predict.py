@@ -39,26 +39,20 @@ def _json_body() -> dict[str, Any]:
     return body
 
 
-def _submit(rows: list[list[float]]) -> str:
+def _submit(rows: list[list[float]], wait: float) -> tuple[str, Job | None, bytes | None]:
+    """Record a prediction job and put it on the predict lane (api/gate.py); with ``wait``,
+    wait that long for it to end. Its id, and its record and answers as they then are (None if
+    not waited for)."""
     svc = services()
     job_id = svc.jobs.new_id()
     logs.job_id.set(job_id)
-    try:
-        inputs = [(0, json.dumps({"instances": rows}).encode())]
-        # The record, its input and its place on the predict lane: one round trip.
-        svc.jobs.create(
-            job_id, "predict", tenant(), len(rows), 1, inputs=inputs, enqueue=svc.lane.key
-        )
-    except BaseException:
-        svc.jobs.discard(job_id, 1)
-        raise
-    return job_id
-
-
-def _wait(job_id: str, seconds: float) -> tuple[Job | None, bytes | None]:
-    """Wait for a job just submitted to end; its record and answers as they then are."""
-    svc = services()
-    return svc.jobs.wait_for_answer(job_id, seconds, svc.blocking)
+    data = json.dumps({"instances": rows}).encode()
+    ended = svc.gate.submit(job_id, tenant(), len(rows), data, wait)
+    if ended is not None:
+        return job_id, *ended
+    if wait <= 0:
+        return job_id, None, None
+    return job_id, *svc.jobs.get_with_output(job_id)  # not ended in time, or its end unread
 
 
 @bp.post("/predict")
@@ -90,8 +84,7 @@ def predict_one():
     if "features" not in body:
         raise BadRequest("the body needs a 'features' field", field="features")
     row = parse_row(body["features"], svc.manifest().feature_names, "features")
-    job_id = _submit([row])
-    job, output = _wait(job_id, svc.settings.predict_timeout_seconds)
+    job_id, job, output = _submit([row], svc.settings.predict_timeout_seconds)
     if job is None or not job.status.finished:
         raise Timeout(
             f"no answer within {svc.settings.predict_timeout_seconds:g}s; the job goes on",
@@ -149,11 +142,9 @@ def predict_many():
         raise BadRequest("the body needs an 'instances' field", field="instances")
     features = svc.manifest().feature_names
     matrix = parse_instances(body["instances"], features, svc.settings.max_instances)
-    job_id = _submit(matrix.tolist())
-    if wait > 0:
-        job, output = _wait(job_id, wait)
-        if job is not None and job.status.finished:
-            return jsonify(predictions_body(job, output))
+    job_id, job, output = _submit(matrix.tolist(), wait)
+    if job is not None and job.status.finished:
+        return jsonify(predictions_body(job, output))
     return accepted(job_id)
 
 

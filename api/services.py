@@ -11,6 +11,7 @@ import redis
 from celery import Celery
 from flask import current_app
 
+from api.gate import PredictGate
 from core.connection import connect
 from core.errors import Unavailable
 from core.jobs import JobStore
@@ -28,12 +29,12 @@ MANIFEST_CACHE_SECONDS = 2.0
 class Services:
     settings: Settings
     redis: redis.Redis
-    blocking: redis.Redis  # for blocking waits longer than the normal read timeout
     jobs: JobStore
     presence: Presence
     celery: Celery
     event_slots: threading.BoundedSemaphore  # live event streams this process may hold open
     lane: PredictLane
+    gate: PredictGate  # predictions from this process, sent and answered together
     keys: Any = None  # api.auth.KeyRing, or None when the API is open
     rate_script: Any = None
     _manifest: tuple[float, Manifest | None] = (0.0, None)
@@ -42,18 +43,19 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         client = connect(settings)
-        blocking = connect(settings, read_timeout=settings.max_wait_seconds + 5)
+        jobs = JobStore(client, settings)
+        lane = PredictLane(settings)
         services = cls(
             settings=settings,
             redis=client,
-            blocking=blocking,
-            jobs=JobStore(client, settings),
+            jobs=jobs,
             presence=Presence(client, settings),
             celery=make_celery(settings),
             event_slots=threading.BoundedSemaphore(
-                settings.event_streams or max(1, settings.api_threads // 2)
+                settings.event_streams or max(1, settings.api_connections // 10)
             ),
-            lane=PredictLane(settings),
+            lane=lane,
+            gate=PredictGate(settings, jobs, lane),
         )
         return services
 

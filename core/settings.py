@@ -65,10 +65,10 @@ class Settings:
     #: Address and port the API binds.
     host: str = "127.0.0.1"
     port: int = 5000
-    #: gunicorn processes and threads per process. A thread waits on Redis through a whole
-    #: prediction, so threads, not cores, bound how many predictions are in flight.
+    #: gunicorn processes, and connections each serves at once (gevent: a request is a greenlet,
+    #: and one waiting on Redis costs next to nothing while others run).
     web_concurrency: int = 2
-    api_threads: int = 16
+    api_connections: int = 1000
     #: Worker processes per Celery worker (0: one per core).
     worker_concurrency: int = 0
     #: Prefix of every Redis key the service owns.

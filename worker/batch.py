@@ -52,14 +52,17 @@ def _check_deliveries(rt: ModelRuntime, start: ChunkStart) -> None:
         )
 
 
-def _fail(rt: ModelRuntime, job_id: str, chunk: int, first_row: int, rows: int, exc: Exception):
+def _fail(rt: ModelRuntime, job_id: str, chunk: int, first_row: int, rows: int, exc: Exception,
+          reply_to: str = ""):  # fmt: skip
     if not isinstance(exc, ChunkFailed | ModelError | Unprocessable):
         log.exception("job %s chunk %d: unexpected error", job_id, chunk)
     reason = f"not scored: {exc}"
     log.error("job %s chunk %d: %s", job_id, chunk, reason)
     errors = csvio.format_errors((first_row + i, reason) for i in range(rows))
     failure = f"chunk {chunk} (rows {first_row}-{first_row + rows - 1}) {reason}"
-    return rt.store.finish_chunk(job_id, chunk, b"", errors, 0, rows, failure=failure)
+    return rt.store.finish_chunk(
+        job_id, chunk, b"", errors, 0, rows, failure=failure, reply_to=reply_to
+    )
 
 
 def _observe(kind: str, start: ChunkStart, began: float, outcome: str, ok: int, failed: int):
@@ -139,8 +142,7 @@ def score_instance_batch(rt: ModelRuntime, job_ids: list[str]) -> str:
         try:
             _check_deliveries(rt, start)
         except ChunkFailed as exc:
-            logs.job_id.set(job_id)
-            _observe("predict", start, began, _fail(rt, job_id, 0, 1, len(rows), exc), 0, len(rows))
+            _fail_prediction(rt, job_id, start, began, len(rows), exc)
             continue
         live.append((job_id, start, rows))
     if not live:
@@ -157,24 +159,31 @@ def score_instance_batch(rt: ModelRuntime, job_ids: list[str]) -> str:
         raise
     except Exception as exc:
         for job_id, start, rows in live:
-            logs.job_id.set(job_id)
-            _observe("predict", start, began, _fail(rt, job_id, 0, 1, len(rows), exc), 0, len(rows))
+            _fail_prediction(rt, job_id, start, began, len(rows), exc)
         return "failed"
     answers = as_json(manifest.class_names, scored.class_ids, scored.probabilities)
     model_id = (manifest.name, manifest.version)
     finished = []
     at = 0
-    for job_id, _, rows in live:
+    for job_id, start, rows in live:
         mine = answers[at : at + len(rows)]
         failed = {i: scored.failed[at + i] for i in range(len(rows)) if at + i in scored.failed}
         for i, reason in failed.items():
             mine[i] = {"error": reason}
         errors = csvio.format_errors((i + 1, reason) for i, reason in sorted(failed.items()))
         finished.append((job_id, 0, json.dumps(mine).encode(), errors,
-                         len(rows) - len(failed), len(failed), model_id, ""))  # fmt: skip
+                         len(rows) - len(failed), len(failed), model_id, "",
+                         start.reply_to))  # fmt: skip
         at += len(rows)
     outcomes = rt.store.finish_many(finished)
     for (job_id, start, _), args, outcome in zip(live, finished, outcomes, strict=True):
         logs.job_id.set(job_id)
         _observe("predict", start, began, outcome, args[4], args[5])
     return f"scored {len(live)} jobs"
+
+
+def _fail_prediction(rt: ModelRuntime, job_id: str, start: ChunkStart, began: float, rows: int,
+                     exc: Exception) -> None:  # fmt: skip
+    logs.job_id.set(job_id)
+    outcome = _fail(rt, job_id, 0, 1, rows, exc, start.reply_to)
+    _observe("predict", start, began, outcome, 0, rows)
