@@ -21,6 +21,8 @@ import threading
 import time
 import uuid
 
+import redis
+
 from core.connection import REDIS_DOWN, connect
 from core.errors import Unavailable
 from core.jobs import Job, JobStore, NewPrediction, parse_reply
@@ -53,9 +55,8 @@ class Ticket:
 
 
 class PredictGate:
-    def __init__(self, settings: Settings, jobs: JobStore, lane: PredictLane) -> None:
+    def __init__(self, settings: Settings, lane: PredictLane) -> None:
         self.settings = settings
-        self.jobs = jobs
         self.lane = lane
         self.reply_to = lane.reply_key(uuid.uuid4().hex)
         self._outbox: queue.SimpleQueue[Ticket] = queue.SimpleQueue()
@@ -109,11 +110,14 @@ class PredictGate:
             return False
 
     def _send(self) -> None:
+        jobs: JobStore | None = None  # the sender's own client, made when Redis answers
         while True:
             try:
                 batch = [self._outbox.get(timeout=IDLE_SECONDS)]
             except queue.Empty:
                 if self._stop("_sending", lambda: not self._outbox.empty()):
+                    if jobs is not None:
+                        jobs.r.close()
                     return
                 continue
             while len(batch) < MOST:
@@ -123,7 +127,8 @@ class PredictGate:
                     break
             error = None
             try:
-                self.jobs.create_predictions([t.job for t in batch], self.lane.key)
+                jobs = jobs or JobStore(connect(self.settings, single=True), self.settings)
+                jobs.create_predictions([t.job for t in batch], self.lane.key)
             except Exception as exc:  # each request answers for itself (503, or 500)
                 log.warning("recording %d predictions failed: %s", len(batch), exc)
                 error = exc
@@ -136,20 +141,22 @@ class PredictGate:
                     ticket.done.release()
 
     def _receive(self) -> None:
-        r = connect(self.settings, read_timeout=BLOCK_SECONDS + self.settings.redis_timeout * 2)
+        read_timeout = BLOCK_SECONDS + self.settings.redis_timeout * 2
+        r: redis.Redis | None = None  # its own client, made when Redis answers
         idle = 0.0
         try:
             while True:
                 try:
+                    r = r or connect(self.settings, read_timeout=read_timeout, single=True)
                     entries = take(r, self.reply_to, MOST, BLOCK_SECONDS)
-                except REDIS_DOWN as exc:
-                    log.warning("reading replies failed: %s", exc)
+                    ended = [parse_reply(entry) for entry in entries]
+                except Exception as exc:  # (the thread must go on: requests wait on it)
+                    log.warning("reading replies failed: %r", exc)
                     self._wake_all()
                     time.sleep(BLOCK_SECONDS)
-                    entries = []
+                    entries, ended = [], []
                 idle = 0.0 if entries else idle + BLOCK_SECONDS
-                for entry in entries:
-                    job_id, job, output = parse_reply(entry)
+                for job_id, job, output in ended:
                     ticket = self._waiting.pop(job_id, None)
                     if ticket is not None:  # (else its caller gave up)
                         ticket.reply = (job, output)
@@ -157,7 +164,8 @@ class PredictGate:
                 if idle >= IDLE_SECONDS and self._stop("_receiving", lambda: self._waiting):
                     return
         finally:
-            r.close()
+            if r is not None:
+                r.close()
 
     def _wake_all(self) -> None:
         """Let every waiter read its job itself."""

@@ -55,7 +55,7 @@ class Services:
                 settings.event_streams or max(1, settings.api_connections // 10)
             ),
             lane=lane,
-            gate=PredictGate(settings, jobs, lane),
+            gate=PredictGate(settings, lane),
         )
         return services
 

@@ -12,10 +12,15 @@ from core.settings import Settings
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 
-def connect(settings: Settings, read_timeout: float | None = None) -> redis.Redis:
-    """A client for ``settings.redis_url``; ``read_timeout`` for clients that block on purpose."""
+def connect(
+    settings: Settings, read_timeout: float | None = None, single: bool = False
+) -> redis.Redis:
+    """A client for ``settings.redis_url``; ``read_timeout`` for clients that block on purpose;
+    ``single`` for one loop's own client: one connection, no pool to check it out of (which
+    also polls the socket before each command)."""
     return redis.Redis.from_url(
         settings.redis_url,
+        single_connection_client=single,
         socket_connect_timeout=settings.redis_timeout,
         socket_timeout=read_timeout if read_timeout is not None else settings.redis_timeout * 2,
         health_check_interval=30,

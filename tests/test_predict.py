@@ -207,3 +207,30 @@ def test_predictions_arriving_together_share_tasks(app, settings, redis_client):
     ran = tasks_run() - before
     print(f"320 predictions from 32 clients ran in {ran} tasks")
     assert ran < 320
+
+
+def test_answers_reach_their_own_requests_through_gunicorn(api_url):
+    """64 clients at once against the served API (gevent workers, one reply list per process):
+    each gets its own job and its own row's answer, never a neighbour's."""
+    import json
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(n: int) -> tuple[str, str]:
+        row = SETOSA if n % 2 else VIRGINICA
+        request = urllib.request.Request(
+            f"{api_url}/v1/predict?wait=10",
+            data=json.dumps({"instances": [row]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = json.loads(response.read())
+        assert response.status == 200 and body["status"] == "succeeded"
+        return body["job_id"], body["predictions"][0]["prediction"]
+
+    with ThreadPoolExecutor(64) as pool:
+        answers = list(pool.map(one, range(640)))
+    assert [label for _, label in answers] == [
+        "setosa" if n % 2 else "virginica" for n in range(640)
+    ]
+    assert len({job_id for job_id, _ in answers}) == 640
