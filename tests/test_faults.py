@@ -86,29 +86,32 @@ def pool_children(worker) -> list[psutil.Process]:
 
 
 def test_killed_pool_process_loses_no_rows(settings):
-    s = isolated(settings, chunk_rows=5000)
+    # 100 short chunks, a kill every 0.15 s from 20 %: a chunk takes milliseconds here, so with
+    # fewer chunks or slower kills every kill could land between chunks.
+    s = isolated(settings, chunk_rows=2000)
     worker = procs.start_worker(s, concurrency=2)
     try:
         app = create_app({"SETTINGS": s})
         client, store = app.test_client(), app.extensions["inference"].jobs
         hit = 0
-        for _ in range(3):  # bounded: until a kill lands on a chunk being scored
-            job_id = submit(client, make_csv(100_000, bad_every=997))
-            wait_progress(client, job_id, 0.3)
-            for _ in range(20):
+        for attempt in range(1, 4):  # bounded: until a kill lands on a chunk being scored
+            job_id = submit(client, make_csv(200_000, bad_every=997))
+            wait_progress(client, job_id, 0.2)
+            for _ in range(40):
                 if (
                     redelivered(store, job_id)
                     or client.get(f"/v1/jobs/{job_id}").get_json()["status"] != "running"
                 ):
                     break
                 os.kill(pool_children(worker)[0].pid, signal.SIGKILL)
-                time.sleep(0.3)
+                time.sleep(0.15)
             job = wait_for_job(client, job_id, timeout=120)
             assert job["status"] == "succeeded"
-            scored, failed = check_every_row_once(client, job, 100_000)
-            assert failed == len(range(0, 100_000, 997))
+            scored, failed = check_every_row_once(client, job, 200_000)
+            assert failed == len(range(0, 200_000, 997))
             hit += redelivered(store, job_id)
             if hit:
+                print(f"{hit} chunk(s) redelivered in job {attempt}")
                 break
         assert hit >= 1, "no kill landed on a running chunk"
     finally:
