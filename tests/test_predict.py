@@ -234,3 +234,37 @@ def test_answers_reach_their_own_requests_through_gunicorn(api_url):
         "setosa" if n % 2 else "virginica" for n in range(640)
     ]
     assert len({job_id for job_id, _ in answers}) == 640
+
+
+def test_a_waiting_prediction_that_is_cancelled_is_answered_at_once(app, worker, redis_client):
+    """The cancel reaches the request waiting for the job (through its process's reply list),
+    which answers with the cancelled job instead of waiting out ?wait=."""
+    import os
+    import signal
+    import threading
+
+    lane = app.extensions["inference"].lane.key
+    os.killpg(worker.pid, signal.SIGSTOP)  # nobody takes predictions off the lane meanwhile
+    try:
+        answer: dict = {}
+
+        def wait_for_it() -> None:
+            began = time.monotonic()
+            response = app.test_client().post("/v1/predict?wait=20", json={"instances": [SETOSA]})
+            answer.update(response.get_json(), code=response.status_code)
+            answer["seconds"] = time.monotonic() - began
+
+        waiter = threading.Thread(target=wait_for_it)
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while not redis_client.llen(lane):
+            assert time.monotonic() < deadline, "the prediction never reached the lane"
+            time.sleep(0.01)
+        (job_id,) = [i.decode() for i in redis_client.lrange(lane, 0, -1)]
+        assert app.test_client().delete(f"/v1/jobs/{job_id}").status_code == 200
+        waiter.join(10)
+        assert not waiter.is_alive()
+    finally:
+        os.killpg(worker.pid, signal.SIGCONT)
+    assert answer["code"] == 200 and answer["status"] == "cancelled", answer
+    assert answer["job_id"] == job_id and answer["seconds"] < 5, answer
