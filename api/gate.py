@@ -151,7 +151,7 @@ class PredictGate:
                     entries = take(r, self.reply_to, MOST, BLOCK_SECONDS)
                     ended = [parse_reply(entry) for entry in entries]
                 except Exception as exc:  # (the thread must go on: requests wait on it)
-                    log.warning("reading replies failed: %r", exc)
+                    log.warning("reading replies failed: %s: %s", type(exc).__name__, exc)
                     self._wake_all()
                     time.sleep(BLOCK_SECONDS)
                     entries, ended = [], []
