@@ -87,9 +87,11 @@ class PredictGate:
         sending = self.settings.redis_timeout * 3 + 1
         answered = ticket.done.acquire(timeout=wait if reply_to else sending)
         self._waiting.pop(job_id, None)
-        if ticket.error is not None or not (answered or reply_to):
-            if isinstance(ticket.error, REDIS_DOWN) or ticket.error is None:
-                raise Unavailable("the job store (Redis) is unreachable; try again shortly")
+        if not answered and not reply_to:  # (a waiter that ran out of time just reads the job)
+            ticket.error = TimeoutError("Redis did not answer")
+        if isinstance(ticket.error, (*REDIS_DOWN, TimeoutError)):
+            raise Unavailable("the job store (Redis) is unreachable; try again shortly")
+        if ticket.error is not None:
             raise RuntimeError(f"recording the prediction failed: {ticket.error!r}")
         return ticket.reply
 

@@ -8,7 +8,6 @@ from flask import Blueprint, Flask, Response, g, request
 
 from api.services import services
 from core import logs, metrics
-from core.lane import PredictLane
 from core.queue import batch_queue
 
 bp = Blueprint("observe", __name__)
@@ -23,7 +22,7 @@ def _cluster_gauges() -> bytes:
     reg = CollectorRegistry()
     depth = Gauge("queue_depth", "Tasks waiting in a queue", ["queue"], registry=reg)
     pipe = svc.redis.pipeline(transaction=False)
-    queues = [batch_queue(s), PredictLane(s).key]
+    queues = [batch_queue(s), svc.lane.key]
     for q in queues:
         pipe.llen(q)
     pipe.zcard(svc.jobs.active)

@@ -104,7 +104,10 @@ def run(url: str, body: bytes | None, clients: int, seconds: float) -> LoadFigur
                 if status >= 400:
                     errors += 1
                 if time.perf_counter() < stop:
-                    reopen(client) if closing else send(client)
+                    if closing:
+                        reopen(client)
+                    else:
+                        send(client)
                     continue
                 selector.unregister(client.sock)
                 client.sock.close()
